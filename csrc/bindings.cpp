@@ -1,0 +1,97 @@
+// The only pybind11 file. Entry points take raw pointers (as integers), sizes
+// and strides; the Python layer has already validated shapes, dtypes and
+// devices, and every kernel re-checks sizes and returns a Status.
+#include <pybind11/pybind11.h>
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+
+#include "slimops/cpu_isa.h"
+#include "slimops/int8_linear.h"
+#include "slimops/status.h"
+#ifdef SLIMOPS_WITH_CUDA
+#include "slimops/cuda_kernels.h"
+#endif
+
+namespace py = pybind11;
+
+namespace slimops {
+namespace {
+
+template <typename T>
+T* ptr(uintptr_t address) {
+  return reinterpret_cast<T*>(address);
+}
+
+void raise_if_failed(Status s, const char* op) {
+  if (s != Status::kOk) throw std::invalid_argument(std::string("slimops.") + op + ": " + status_message(s));
+}
+
+void set_cpu_isa(const std::string& name) {
+  CpuIsa isa;
+  if (!parse_cpu_isa(name, &isa)) {
+    throw std::invalid_argument("unknown CPU ISA '" + name + "'; expected scalar, avx2 or avx512_vnni");
+  }
+  if (!set_active_cpu_isa(isa)) throw std::invalid_argument("this CPU does not support the " + name + " path");
+}
+
+bool cpu_supports(const std::string& name) {
+  CpuIsa isa;
+  return parse_cpu_isa(name, &isa) && static_cast<int>(isa) <= static_cast<int>(detect_cpu_isa());
+}
+
+}  // namespace
+}  // namespace slimops
+
+PYBIND11_MODULE(_C, m) {
+  using namespace slimops;
+  m.doc() = "slimops native kernels (torch-free; called from slimops.backends)";
+
+  m.def("cpu_isa", [] { return std::string(cpu_isa_name(active_cpu_isa())); },
+        "The CPU code path the kernels use now.");
+  m.def("detected_cpu_isa", [] { return std::string(cpu_isa_name(detect_cpu_isa())); },
+        "The best CPU code path this machine supports.");
+  m.def("cpu_supports", &cpu_supports, py::arg("isa"));
+  m.def("set_cpu_isa", &set_cpu_isa, py::arg("isa"), "Force a CPU code path: scalar, avx2 or avx512_vnni.");
+
+  m.def(
+      "quantize_per_token_cpu",
+      [](uintptr_t x, int64_t rows, int64_t cols, int64_t x_row_stride, uintptr_t q, uintptr_t scale, int nthreads) {
+        raise_if_failed(quantize_per_token_cpu(ptr<const float>(x), rows, cols, x_row_stride, ptr<int8_t>(q),
+                                               ptr<float>(scale), nthreads),
+                        "quantize_per_token");
+      },
+      py::arg("x"), py::arg("rows"), py::arg("cols"), py::arg("x_row_stride"), py::arg("q"), py::arg("scale"),
+      py::arg("nthreads"), py::call_guard<py::gil_scoped_release>());
+
+  m.def(
+      "int8_linear_cpu",
+      [](uintptr_t x, int64_t M, int64_t K, int64_t x_row_stride, uintptr_t w, int64_t N, uintptr_t w_scale,
+         uintptr_t bias, uintptr_t y, int nthreads) {
+        raise_if_failed(int8_linear_cpu(ptr<const float>(x), M, K, x_row_stride, ptr<const int8_t>(w), N,
+                                        ptr<const float>(w_scale), ptr<const float>(bias), ptr<float>(y), nthreads),
+                        "int8_linear");
+      },
+      py::arg("x"), py::arg("M"), py::arg("K"), py::arg("x_row_stride"), py::arg("w"), py::arg("N"),
+      py::arg("w_scale"), py::arg("bias"), py::arg("y"), py::arg("nthreads"),
+      py::call_guard<py::gil_scoped_release>());
+
+  m.attr("int8_linear_max_k") = kInt8LinearMaxK;
+
+#ifdef SLIMOPS_WITH_CUDA
+  m.attr("has_cuda") = true;
+  m.def(
+      "quantize_per_token_cuda",
+      [](uintptr_t x, int x_dtype, int64_t rows, int64_t cols, int64_t x_row_stride, uintptr_t q, uintptr_t scale,
+         uintptr_t stream) {
+        const int err = slimops_quantize_per_token_cuda(ptr<const void>(x), x_dtype, rows, cols, x_row_stride,
+                                                        ptr<int8_t>(q), ptr<float>(scale), ptr<void>(stream));
+        if (err != 0) throw std::runtime_error("slimops.quantize_per_token (CUDA) failed with code " + std::to_string(err));
+      },
+      py::arg("x"), py::arg("x_dtype"), py::arg("rows"), py::arg("cols"), py::arg("x_row_stride"), py::arg("q"),
+      py::arg("scale"), py::arg("stream"), py::call_guard<py::gil_scoped_release>());
+#else
+  m.attr("has_cuda") = false;
+#endif
+}

@@ -1,0 +1,119 @@
+// Entry points of int8_linear: argument checks, scratch buffers, ISA choice
+// and the split of the output into tiles for the thread pool.
+#include "slimops/int8_linear.h"
+
+#include <algorithm>
+#include <memory>
+#include <new>
+
+#include "kernels.h"
+#include "slimops/cpu_isa.h"
+#include "slimops/thread_pool.h"
+
+namespace slimops {
+namespace {
+
+using int8_linear::GemmTile;
+using int8_linear::GemmTileFn;
+using int8_linear::QuantizeRowFn;
+
+struct IsaKernels {
+  QuantizeRowFn quantize_row;
+  GemmTileFn gemm_tile;
+};
+
+IsaKernels kernels_for(CpuIsa isa) {
+  switch (isa) {
+    case CpuIsa::kAvx512Vnni:
+      return {int8_linear::quantize_row_avx512, int8_linear::gemm_tile_avx512_vnni};
+    case CpuIsa::kAvx2:
+      return {int8_linear::quantize_row_avx2, int8_linear::gemm_tile_avx2};
+    case CpuIsa::kScalar:
+      break;
+  }
+  return {int8_linear::quantize_row_scalar, int8_linear::gemm_tile_scalar};
+}
+
+// Sizes must be non-negative, K within the exact-int32 range, and every
+// product used for indexing must stay far from int64 overflow.
+Status check_sizes(int64_t M, int64_t K, int64_t N, int64_t x_row_stride) {
+  if (M < 0 || K < 0 || N < 0) return Status::kNegativeSize;
+  if (K > kInt8LinearMaxK) return Status::kSizeTooLarge;
+  constexpr int64_t kMaxElements = int64_t{1} << 40;
+  if (M > kMaxElements || N > kMaxElements) return Status::kSizeTooLarge;
+  if (M != 0 && (x_row_stride > kMaxElements / M || K > kMaxElements / M)) return Status::kSizeTooLarge;
+  if (N != 0 && (K > kMaxElements / N || M > kMaxElements / N)) return Status::kSizeTooLarge;
+  if (M > 1 && x_row_stride < K) return Status::kBadStride;
+  return Status::kOk;
+}
+
+// Rows per quantization task: enough work per task to pay for a hand-off.
+int64_t rows_per_task(int64_t K) { return std::max<int64_t>(1, 32768 / std::max<int64_t>(K, 1)); }
+
+void quantize_rows(QuantizeRowFn quantize_row, const float* x, int64_t rows, int64_t cols, int64_t x_row_stride,
+                   int8_t* q, float* scale, int32_t* qsum, int nthreads) {
+  const int64_t per_task = rows_per_task(cols);
+  const int64_t tasks = (rows + per_task - 1) / per_task;
+  parallel_for(tasks, nthreads, [&](int64_t task) {
+    const int64_t end = std::min(rows, (task + 1) * per_task);
+    for (int64_t r = task * per_task; r < end; ++r) {
+      quantize_row(x + r * x_row_stride, cols, q + r * cols, scale + r, qsum + r);
+    }
+  });
+}
+
+template <typename T>
+std::unique_ptr<T[]> scratch(int64_t n) {
+  return std::unique_ptr<T[]>(new (std::nothrow) T[static_cast<size_t>(std::max<int64_t>(n, 1))]);
+}
+
+}  // namespace
+
+Status quantize_per_token_cpu(const float* x, int64_t rows, int64_t cols, int64_t x_row_stride, int8_t* q,
+                              float* scale, int nthreads) {
+  const Status s = check_sizes(rows, cols, 0, x_row_stride);
+  if (s != Status::kOk) return s;
+  if (rows == 0) return Status::kOk;
+  if ((cols != 0 && (x == nullptr || q == nullptr)) || scale == nullptr) return Status::kNullPointer;
+  auto qsum = scratch<int32_t>(rows);
+  if (!qsum) return Status::kOutOfMemory;
+  quantize_rows(kernels_for(active_cpu_isa()).quantize_row, x, rows, cols, x_row_stride, q, scale, qsum.get(),
+                nthreads);
+  return Status::kOk;
+}
+
+Status int8_linear_cpu(const float* x, int64_t M, int64_t K, int64_t x_row_stride, const int8_t* w, int64_t N,
+                       const float* w_scale, const float* bias, float* y, int nthreads) {
+  const Status s = check_sizes(M, K, N, x_row_stride);
+  if (s != Status::kOk) return s;
+  if (M == 0 || N == 0) return Status::kOk;
+  if ((K != 0 && (x == nullptr || w == nullptr)) || w_scale == nullptr || y == nullptr) return Status::kNullPointer;
+
+  auto q = scratch<int8_t>(M * K);
+  auto x_scale = scratch<float>(M);
+  auto qsum = scratch<int32_t>(M);
+  if (!q || !x_scale || !qsum) return Status::kOutOfMemory;
+  const IsaKernels isa = kernels_for(active_cpu_isa());
+  quantize_rows(isa.quantize_row, x, M, K, x_row_stride, q.get(), x_scale.get(), qsum.get(), nthreads);
+
+  // Tiles: all rows up to 128 at once (each weight row is then read from
+  // memory once per 128 activation rows), and enough column blocks for about
+  // eight tasks per thread so the dynamic hand-out balances.
+  const int64_t m_block = std::min<int64_t>(M, 128);
+  const int64_t m_tiles = (M + m_block - 1) / m_block;
+  const int64_t want_n_tiles = std::max<int64_t>(1, 32 * std::max(nthreads, 1) / m_tiles);
+  const int64_t n_block = std::clamp<int64_t>((N + want_n_tiles - 1) / want_n_tiles / 16 * 16, 16, 1024);
+  const int64_t n_tiles = (N + n_block - 1) / n_block;
+  const GemmTile base{q.get(), qsum.get(), x_scale.get(), w, w_scale, bias, y, K, N, 0, 0, 0, 0};
+  parallel_for(m_tiles * n_tiles, nthreads, [&](int64_t task) {
+    GemmTile t = base;
+    t.m_begin = task / n_tiles * m_block;
+    t.m_end = std::min(M, t.m_begin + m_block);
+    t.n_begin = task % n_tiles * n_block;
+    t.n_end = std::min(N, t.n_begin + n_block);
+    isa.gemm_tile(t);
+  });
+  return Status::kOk;
+}
+
+}  // namespace slimops

@@ -1,0 +1,134 @@
+#include "slimops/thread_pool.h"
+
+#include <pthread.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define SLIMOPS_CPU_RELAX() _mm_pause()
+#else
+#define SLIMOPS_CPU_RELAX() ((void)0)
+#endif
+
+namespace slimops {
+namespace {
+
+// How long an idle worker spins before sleeping: long enough to catch the next
+// call of a layer-by-layer model, short enough not to steal torch's cores.
+constexpr auto kSpinTime = std::chrono::microseconds(50);
+
+// One parallel_for call. Workers hold it by shared_ptr, so a worker that wakes
+// late only touches this job's counters (already exhausted) and never the
+// caller's fn, which is gone once run() returns.
+struct Job {
+  const std::function<void(int64_t)>* fn;
+  int64_t ntasks;
+  int max_helpers;
+  std::atomic<int64_t> next{0};
+  std::atomic<int64_t> done{0};
+  std::atomic<int> helpers{0};
+
+  void drain() {
+    for (;;) {
+      const int64_t t = next.fetch_add(1, std::memory_order_relaxed);
+      if (t >= ntasks) return;
+      (*fn)(t);
+      done.fetch_add(1, std::memory_order_release);
+    }
+  }
+};
+
+class Pool {
+ public:
+  void run(int64_t ntasks, int nthreads, const std::function<void(int64_t)>& fn) {
+    std::lock_guard<std::mutex> serial(run_mutex_);
+    const int helpers = static_cast<int>(std::min<int64_t>(std::max(nthreads, 1), ntasks)) - 1;
+    if (helpers <= 0) {
+      for (int64_t t = 0; t < ntasks; ++t) fn(t);
+      return;
+    }
+    grow(helpers);
+    auto job = std::make_shared<Job>();
+    job->fn = &fn;
+    job->ntasks = ntasks;
+    job->max_helpers = helpers;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      job_ = job;
+      generation_.fetch_add(1, std::memory_order_release);
+    }
+    wake_.notify_all();
+    job->drain();
+    // Wait for tasks other threads claimed, not for every helper to show up:
+    // a helper that is not scheduled yet simply finds no work left.
+    while (job->done.load(std::memory_order_acquire) != ntasks) SLIMOPS_CPU_RELAX();
+  }
+
+ private:
+  void grow(int helpers) {
+    while (static_cast<int>(workers_.size()) < helpers) {
+      workers_.emplace_back([this, seen = generation_.load()] { worker_loop(seen); });
+    }
+  }
+
+  void worker_loop(uint64_t seen) {
+    for (;;) {
+      std::shared_ptr<Job> job = wait_for_job(&seen);
+      if (job->helpers.fetch_add(1, std::memory_order_relaxed) < job->max_helpers) job->drain();
+    }
+  }
+
+  std::shared_ptr<Job> wait_for_job(uint64_t* seen) {
+    const auto spin_until = std::chrono::steady_clock::now() + kSpinTime;
+    while (generation_.load(std::memory_order_acquire) == *seen &&
+           std::chrono::steady_clock::now() < spin_until) {
+      SLIMOPS_CPU_RELAX();
+    }
+    std::unique_lock<std::mutex> lock(mutex_);
+    wake_.wait(lock, [&] { return generation_.load() != *seen; });
+    *seen = generation_.load();
+    return job_;
+  }
+
+  std::mutex run_mutex_;
+  std::mutex mutex_;  // guards job_ and the sleep/wake handshake
+  std::condition_variable wake_;
+  std::atomic<uint64_t> generation_{0};
+  std::shared_ptr<Job> job_;
+  std::vector<std::thread> workers_;
+};
+
+// The pool is heap-allocated and never destroyed: workers may still be asleep
+// while static destructors run at exit. A forked child has none of the
+// parent's threads, so it abandons the old pool and builds a fresh one.
+Pool* g_pool = nullptr;
+std::mutex g_pool_mutex;
+
+void forget_pool_after_fork() { g_pool = nullptr; }
+
+Pool& pool() {
+  std::lock_guard<std::mutex> lock(g_pool_mutex);
+  if (g_pool == nullptr) {
+    static const int registered = pthread_atfork(nullptr, nullptr, forget_pool_after_fork);
+    (void)registered;
+    g_pool = new Pool();
+  }
+  return *g_pool;
+}
+
+}  // namespace
+
+void parallel_for(int64_t ntasks, int nthreads, const std::function<void(int64_t)>& fn) {
+  if (ntasks <= 0) return;
+  pool().run(ntasks, nthreads, fn);
+}
+
+}  // namespace slimops

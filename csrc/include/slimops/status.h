@@ -1,0 +1,35 @@
+// Status codes returned by every torch-free entry point. The bindings turn a
+// non-ok status into a Python exception; the Python layer validates inputs
+// first, so these are the last line of defence against out-of-bounds access.
+#pragma once
+
+namespace slimops {
+
+enum class Status : int {
+  kOk = 0,
+  kNegativeSize = 1,
+  kSizeTooLarge = 2,
+  kNullPointer = 3,
+  kBadStride = 4,
+  kOutOfMemory = 5,
+};
+
+inline const char* status_message(Status s) {
+  switch (s) {
+    case Status::kOk:
+      return "ok";
+    case Status::kNegativeSize:
+      return "a size is negative";
+    case Status::kSizeTooLarge:
+      return "a size is larger than the kernel supports";
+    case Status::kNullPointer:
+      return "a required pointer is null";
+    case Status::kBadStride:
+      return "a row stride is smaller than the row length";
+    case Status::kOutOfMemory:
+      return "out of memory for the kernel's scratch buffer";
+  }
+  return "unknown error";
+}
+
+}  // namespace slimops

@@ -1,0 +1,39 @@
+"""slimops: fast kernels for pruned, quantized and lightweight networks.
+
+Importing slimops registers its ops as ``torch.ops.slimops.*``:
+  quantize_per_token(x) -> (q int8, scale float32)   dynamic per-row int8 quantization
+  int8_linear(x, w_int8, w_scale, bias=None)          W8A8 linear
+NumPy references live in ``slimops.reference``; drop-in modules in ``slimops.nn``.
+"""
+
+import os
+
+from . import _C, _ops, nn, reference
+from .formats import QuantizedWeight
+from .quantization import quantize
+
+__version__ = "0.1.0"
+
+
+def cpu_isa() -> str:
+    """The CPU code path in use: "avx512_vnni", "avx2" or "scalar"."""
+    return _C.cpu_isa()
+
+
+def set_cpu_isa(isa: str) -> None:
+    """Force a CPU code path ("scalar", "avx2", "avx512_vnni"); ValueError if unsupported."""
+    _C.set_cpu_isa(isa)
+
+
+def _check_isa_env() -> None:
+    forced = os.environ.get("SLIMOPS_CPU_ISA", "")
+    if forced and forced != _C.cpu_isa():
+        raise ValueError(
+            f"SLIMOPS_CPU_ISA={forced!r} cannot be used on this CPU (valid: scalar, avx2, avx512_vnni; "
+            f"this CPU supports up to {_C.detected_cpu_isa()})"
+        )
+
+
+_check_isa_env()
+
+__all__ = ["QuantizedWeight", "cpu_isa", "nn", "quantize", "reference", "set_cpu_isa"]

@@ -1,0 +1,100 @@
+"""The registry of slimops ops: each op's schema, checks, fake implementation,
+autograd and per-device kernels, in one place.
+
+Every op is registered once under CompositeExplicitAutograd with a function
+that checks the arguments and asks backends.registry for the first kernel that
+can take the call (CPU -> _C, CUDA -> _C/Triton once verified, any device ->
+plain torch), so no device is refused.
+"""
+
+import torch
+
+from . import _checks
+from .backends import cpu, cuda, fallback
+from .backends.registry import Kernel, choose, register
+
+_lib = torch.library.Library("slimops", "DEF")
+
+_lib.define("quantize_per_token(Tensor x) -> (Tensor, Tensor)")
+_lib.define("int8_linear(Tensor x, Tensor w_int8, Tensor w_scale, Tensor? bias=None) -> Tensor")
+
+_F = _checks.FLOAT_DTYPES
+
+# ---- kernels, best first -------------------------------------------------
+register("quantize_per_token", Kernel("cpu_c", cpu.quantize_per_token, ("cpu",), _F))
+register(
+    "quantize_per_token",
+    Kernel(
+        "cuda_c",
+        cuda.quantize_per_token,
+        ("cuda",),
+        _F,
+        verified=False,
+        why_not=lambda *a: None if cuda.HAS_CUDA_EXTENSION else "slimops._C was built without CUDA",
+    ),
+)
+register("quantize_per_token", Kernel("torch", fallback.quantize_per_token, None, _F))
+
+register("int8_linear", Kernel("cpu_c", cpu.int8_linear, ("cpu",), _F))
+register(
+    "int8_linear",
+    Kernel(
+        "cuda_triton",
+        cuda.int8_linear,
+        ("cuda",),
+        _F,
+        verified=False,
+        why_not=lambda *a: None if cuda.HAS_TRITON else "triton is not installed",
+    ),
+)
+register("int8_linear", Kernel("torch", fallback.int8_linear, None, _F))
+
+
+# ---- quantize_per_token ----------------------------------------------------
+@torch.library.impl(_lib, "quantize_per_token", "CompositeExplicitAutograd")
+def _quantize_per_token(x):
+    _checks.check_activation("quantize_per_token", x)
+    return choose("quantize_per_token", x.device, x.dtype, (x,)).run(x)
+
+
+@torch.library.register_fake("slimops::quantize_per_token", lib=_lib)
+def _quantize_per_token_fake(x):
+    _checks.check_activation("quantize_per_token", x)
+    return x.new_empty(x.shape, dtype=torch.int8), x.new_empty(x.shape[:-1], dtype=torch.float32)
+
+
+# ---- int8_linear -------------------------------------------------------------
+@torch.library.impl(_lib, "int8_linear", "CompositeExplicitAutograd")
+def _int8_linear(x, w_int8, w_scale, bias=None):
+    _checks.check_int8_linear(x, w_int8, w_scale, bias)
+    args = (x, w_int8, w_scale, bias)
+    return choose("int8_linear", x.device, x.dtype, args).run(*args)
+
+
+@torch.library.register_fake("slimops::int8_linear", lib=_lib)
+def _int8_linear_fake(x, w_int8, w_scale, bias=None):
+    _checks.check_int8_linear(x, w_int8, w_scale, bias)
+    return x.new_empty((*x.shape[:-1], w_int8.shape[0]))
+
+
+def _int8_linear_setup(ctx, inputs, output):
+    x, w_int8, w_scale, bias = inputs
+    ctx.save_for_backward(w_int8, w_scale)
+    ctx.bias_dtype = None if bias is None else bias.dtype
+
+
+def _int8_linear_backward(ctx, grad):
+    # Straight-through for the activation rounding: d(y)/d(x) is the
+    # dequantized weight. The int8 weight and its scale get no gradient.
+    w_int8, w_scale = ctx.saved_tensors
+    w = w_int8.to(grad.dtype) * w_scale.reshape(-1, 1).to(grad.dtype)
+    grad_x = grad @ w
+    grad_bias = None
+    if ctx.bias_dtype is not None:
+        grad_bias = grad.reshape(-1, grad.shape[-1]).sum(0).to(ctx.bias_dtype)
+    return grad_x, None, None, grad_bias
+
+
+torch.library.register_autograd(
+    "slimops::int8_linear", _int8_linear_backward, setup_context=_int8_linear_setup, lib=_lib
+)

@@ -1,0 +1,1 @@
+"""Kernel implementations per device, and the chooser that picks one per call."""

@@ -1,0 +1,53 @@
+"""CPU kernels in slimops._C (AVX-512 VNNI, AVX2 or scalar, chosen at run time)."""
+
+import torch
+
+from .. import _C
+
+
+def _rows_f32(x: torch.Tensor) -> torch.Tensor:
+    """x as float32 [rows, K] with unit column stride (a copy only when needed)."""
+    x2 = x if x.dim() == 2 else x.reshape(-1, x.shape[-1])
+    if x2.dtype != torch.float32:
+        x2 = x2.float()
+    if x2.shape[-1] > 1 and x2.stride(-1) != 1:
+        x2 = x2.contiguous()
+    return x2
+
+
+def quantize_per_token(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    x2 = _rows_f32(x)
+    rows, cols = x2.shape
+    q = torch.empty((rows, cols), dtype=torch.int8)
+    scale = torch.empty(rows, dtype=torch.float32)
+    _C.quantize_per_token_cpu(
+        x2.data_ptr(), rows, cols, x2.stride(0), q.data_ptr(), scale.data_ptr(), torch.get_num_threads()
+    )
+    return q.reshape(x.shape), scale.reshape(x.shape[:-1])
+
+
+def int8_linear(x, w_int8, w_scale, bias):
+    x2 = _rows_f32(x)
+    rows, k = x2.shape
+    n = w_int8.shape[0]
+    y = torch.empty((rows, n), dtype=torch.float32)
+    # Per-call overhead matters at M=1: convert only what needs it.
+    if w_scale.dim() != 1 or not w_scale.is_contiguous():
+        w_scale = w_scale.reshape(-1).contiguous()
+    if bias is not None and (bias.dtype != torch.float32 or not bias.is_contiguous()):
+        bias = bias.to(torch.float32).contiguous()
+    _C.int8_linear_cpu(
+        x2.data_ptr(),
+        rows,
+        k,
+        x2.stride(0),
+        w_int8.data_ptr(),
+        n,
+        w_scale.data_ptr(),
+        0 if bias is None else bias.data_ptr(),
+        y.data_ptr(),
+        torch.get_num_threads(),
+    )
+    if x.dim() != 2:
+        y = y.reshape(*x.shape[:-1], n)
+    return y if x.dtype == torch.float32 else y.to(x.dtype)

@@ -1,0 +1,46 @@
+"""CUDA implementations: the CUDA C++ kernels in slimops._C (when it was built
+with nvcc) and the Triton kernels in slimops.kernels (when triton imports)."""
+
+import importlib.util
+
+import torch
+
+from .. import _C
+from . import fallback
+
+_DTYPE_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
+
+HAS_CUDA_EXTENSION = bool(getattr(_C, "has_cuda", False))
+HAS_TRITON = importlib.util.find_spec("triton") is not None
+
+
+def quantize_per_token(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    x2 = x.reshape(-1, x.shape[-1])
+    if x2.shape[-1] > 1 and x2.stride(-1) != 1:
+        x2 = x2.contiguous()
+    rows, cols = x2.shape
+    q = torch.empty((rows, cols), dtype=torch.int8, device=x.device)
+    scale = torch.empty(rows, dtype=torch.float32, device=x.device)
+    with torch.cuda.device(x.device):
+        _C.quantize_per_token_cuda(
+            x2.data_ptr(),
+            _DTYPE_CODES[x.dtype],
+            rows,
+            cols,
+            x2.stride(0),
+            q.data_ptr(),
+            scale.data_ptr(),
+            torch.cuda.current_stream(x.device).cuda_stream,
+        )
+    return q.reshape(x.shape), scale.reshape(x.shape[:-1])
+
+
+def int8_linear(x, w_int8, w_scale, bias):
+    from ..kernels.int8_linear import int8_linear as triton_int8_linear
+
+    # Without the CUDA extension the activations are quantized by plain torch.
+    quantize = quantize_per_token if HAS_CUDA_EXTENSION else fallback.quantize_per_token
+    q, x_scale = quantize(x)
+    n = w_int8.shape[0]
+    y = triton_int8_linear(q.reshape(-1, x.shape[-1]), x_scale.reshape(-1), w_int8, w_scale, bias, out_dtype=x.dtype)
+    return y.reshape(*x.shape[:-1], n)

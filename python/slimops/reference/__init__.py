@@ -1,0 +1,27 @@
+"""NumPy references: the numerical source of truth for every slimops op.
+
+This package imports NumPy only (never torch), so a bug shared by the kernels
+and PyTorch cannot hide in it. Each function states its rounding: NumPy's
+``rint`` rounds half to even, and the kernels do the same.
+"""
+
+from .int8_linear import int8_linear, int8_matmul
+from .quant import (
+    dequantize,
+    pack_int4,
+    quantization_params,
+    quantize,
+    quantize_per_token,
+    unpack_int4,
+)
+
+__all__ = [
+    "dequantize",
+    "int8_linear",
+    "int8_matmul",
+    "pack_int4",
+    "quantization_params",
+    "quantize",
+    "quantize_per_token",
+    "unpack_int4",
+]

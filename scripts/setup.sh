@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Sets up a fresh machine: a virtual environment (.venv) with the CPU build of
+# torch, the build tools and the test/benchmark dependencies, then builds and
+# installs slimops into it (a regular, non-editable install, as users get it).
+# Safe to run again: existing pieces are reused.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+venv=${SLIMOPS_VENV:-.venv}
+python=${PYTHON:-python3}
+[ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
+pip=("$venv/bin/python" -m pip install -q --disable-pip-version-check)
+
+# torch is pinned to its CPU build: plain 'torch' from PyPI is a multi-GB CUDA
+# build. These machines keep the CPU wheel in /opt/wheels; elsewhere the
+# PyTorch CPU index serves the same version.
+if [ -d /opt/wheels ]; then
+  torch_source=(--find-links /opt/wheels)
+else
+  torch_source=(--extra-index-url https://download.pytorch.org/whl/cpu)
+fi
+"${pip[@]}" "${torch_source[@]}" "torch==2.13.0+cpu" "numpy>=1.24"
+"${pip[@]}" "scikit-build-core>=0.10" "pybind11>=2.12" "cmake>=3.24" "ninja" \
+  "pytest>=8" "hypothesis>=6.100" "expecttest" "triton==3.6.0"
+
+start=$(date +%s)
+"${pip[@]}" --no-build-isolation --no-deps .
+echo "slimops built and installed in $(( $(date +%s) - start )) s"

@@ -1,0 +1,280 @@
+"""torch.ops.slimops.int8_linear and quantize_per_token on the CPU, every ISA
+path, against slimops.reference."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import slimops
+from slimops import reference as ref
+from slimops.backends import fallback
+
+from conftest import assert_within_roundoff, to_numpy
+
+op = torch.ops.slimops.int8_linear
+quant_op = torch.ops.slimops.quantize_per_token
+
+
+def make_inputs(m, k, n, *, dtype=torch.float32, bias=True, seed=0, lead=()):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(*lead, m, k, generator=g).to(dtype)
+    w = torch.randint(-128, 128, (n, k), dtype=torch.int8, generator=g)
+    w_scale = torch.rand(n, generator=g) * 0.01 + 1e-4
+    b = torch.randn(n, generator=g) if bias else None
+    return x, w, w_scale, b
+
+
+def reference_and_magnitude(x, w, w_scale, b):
+    xn, wn, sn = to_numpy(x), w.numpy(), w_scale.numpy()
+    bn = None if b is None else to_numpy(b)
+    expected = ref.int8_linear(xn, wn, sn, bn)
+    q, xs = ref.quantize_per_token(xn)
+    mag = np.abs(q.astype(np.float64)) @ np.abs(wn.astype(np.float64)).T
+    mag = mag * np.abs(xs[..., None].astype(np.float64)) * sn.astype(np.float64)
+    if bn is not None:
+        mag = mag + np.abs(bn).astype(np.float64)
+    return expected, mag
+
+
+def check_against_reference(x, w, w_scale, b):
+    y = op(x, w, w_scale, b)
+    assert y.dtype == x.dtype and y.shape == (*x.shape[:-1], w.shape[0])
+    expected, mag = reference_and_magnitude(x, w, w_scale, b)
+    assert_within_roundoff(y, expected, mag, x.dtype)
+    return y
+
+
+SHAPES = [(1, 64, 4), (1, 4096, 256), (3, 37, 5), (17, 100, 33), (130, 129, 67), (4, 1, 1), (2, 65, 129)]
+
+
+@pytest.mark.parametrize("m,k,n", SHAPES)
+@pytest.mark.parametrize("bias", [True, False])
+def test_matches_reference(cpu_isa, m, k, n, bias):
+    check_against_reference(*make_inputs(m, k, n, bias=bias))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_activations_keep_their_dtype(cpu_isa, dtype):
+    check_against_reference(*make_inputs(5, 96, 24, dtype=dtype))
+
+
+def test_leading_dimensions(cpu_isa):
+    check_against_reference(*make_inputs(3, 40, 12, lead=(2,)))
+
+
+def test_integer_accumulation_is_exact(cpu_isa):
+    # Integer x with a 127 in every row quantizes to itself with scale 1, so
+    # with w_scale 1 the float32 output is the exact integer dot product
+    # (|sum| < 2^24 for K <= 1024). Rows of -128 weights hit the saturation
+    # traps of u8 x s8 instructions.
+    g = torch.Generator().manual_seed(1)
+    for m, k, n in [(1, 1024, 9), (6, 333, 10), (9, 64, 7)]:
+        x = torch.randint(-127, 128, (m, k), generator=g).float()
+        x[:, 0] = 127
+        x[0, :] = -127
+        x[0, 0] = 127
+        w = torch.randint(-128, 128, (n, k), dtype=torch.int8, generator=g)
+        w[0] = -128
+        w[1, ::2] = 127
+        y = op(x, w, torch.ones(n), None)
+        exact = ref.int8_matmul(x.numpy().astype(np.int8), w.numpy())
+        np.testing.assert_array_equal(y.numpy().astype(np.int64), exact)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    m=st.integers(0, 20),
+    k=st.integers(1, 300),
+    n=st.integers(1, 70),
+    bias=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_hypothesis_shapes(m, k, n, bias, seed):
+    check_against_reference(*make_inputs(m, k, n, bias=bias, seed=seed))
+
+
+def test_every_isa_gives_the_same_bits():
+    x, w, s, b = make_inputs(19, 203, 45)
+    outs = {}
+    previous = slimops.cpu_isa()
+    try:
+        for isa in ("scalar", "avx2", "avx512_vnni"):
+            if slimops._C.cpu_supports(isa):
+                slimops.set_cpu_isa(isa)
+                outs[isa] = op(x, w, s, b)
+    finally:
+        slimops.set_cpu_isa(previous)
+    first = next(iter(outs.values()))
+    for isa, y in outs.items():
+        assert torch.equal(y, first), isa
+
+
+def test_thread_count_does_not_change_results():
+    x, w, s, b = make_inputs(70, 256, 200)
+    previous = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = op(x, w, s, b)
+        torch.set_num_threads(max(2, previous))
+        many = op(x, w, s, b)
+    finally:
+        torch.set_num_threads(previous)
+    assert torch.equal(one, many)
+
+
+def test_empty_sizes():
+    x, w, s, b = make_inputs(0, 16, 8)
+    assert op(x, w, s, b).shape == (0, 8)
+    x, w, s, b = make_inputs(3, 16, 0, bias=False)
+    assert op(x, w, s, None).shape == (3, 0)
+    x, w, s, b = make_inputs(3, 0, 8)
+    torch.testing.assert_close(op(x, w, s, b), b.expand(3, 8))
+
+
+def test_special_rows():
+    x, w, s, b = make_inputs(6, 50, 7)
+    x[0] = 0.0  # zero row: output is the bias
+    x[1, 3] = float("nan")  # NaN row: output row is NaN (documented)
+    x[2, 4] = float("inf")  # Inf row: NaN as well
+    x[3] = 1e-38  # so small that 127 / amax overflows: quantizes to zeros
+    x[4, :] = torch.arange(50) - 24.5  # exact .5 ties after scaling
+    x[4, 0] = 127
+    y = check_against_reference(x, w, s, b)
+    torch.testing.assert_close(y[0], b)
+    assert torch.isnan(y[1]).all() and torch.isnan(y[2]).all()
+    assert torch.isfinite(y[[0, 3, 4, 5]]).all()
+
+
+def test_non_contiguous_activations(cpu_isa):
+    x, w, s, b = make_inputs(24, 40, 9)
+    check_against_reference(x[::3], w, s, b)
+    check_against_reference(x.t().contiguous().t(), w, s, b)
+
+
+def test_fallback_matches_reference():
+    x, w, s, b = make_inputs(7, 90, 13)
+    expected, mag = reference_and_magnitude(x, w, s, b)
+    assert_within_roundoff(fallback.int8_linear(x, w, s, b), expected, mag, torch.float32)
+
+
+@pytest.mark.parametrize("shape", [(1, 64), (5, 37), (3, 2, 130), (4, 0)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_quantize_per_token_matches_reference_exactly(cpu_isa, shape, dtype):
+    x = (torch.randn(shape, generator=torch.Generator().manual_seed(2)) * 3).to(dtype)
+    if x.numel():
+        x.view(-1, shape[-1])[0, 0] = float("nan")
+    q, scale = quant_op(x)
+    q_ref, s_ref = ref.quantize_per_token(to_numpy(x))
+    np.testing.assert_array_equal(q.numpy(), q_ref)
+    np.testing.assert_array_equal(scale.numpy(), s_ref)
+    fq, fs = fallback.quantize_per_token(x)
+    np.testing.assert_array_equal(fq.numpy(), q_ref)
+    np.testing.assert_array_equal(fs.numpy(), s_ref)
+
+
+def test_quantize_per_token_never_emits_minus_128(cpu_isa):
+    x = torch.randn(8, 1000) * 1e4
+    q, _ = quant_op(x)
+    assert int(q.min()) >= -127 and int(q.max()) <= 127
+
+
+def test_straight_through_gradient():
+    x, w, s, b = make_inputs(4, 32, 6)
+    x.requires_grad_(True)
+    b.requires_grad_(True)
+    op(x, w, s, b).square().sum().backward()
+    x2 = x.detach().clone().requires_grad_(True)
+    b2 = b.detach().clone().requires_grad_(True)
+    # Same upstream gradient through the dequantized weight.
+    y = op(x.detach(), w, s, b.detach())
+    torch.nn.functional.linear(x2, w.float() * s[:, None], b2).backward(2 * y)
+    torch.testing.assert_close(x.grad, x2.grad)
+    torch.testing.assert_close(b.grad, b2.grad)
+
+
+@pytest.mark.parametrize("requires_grad", [False, True])
+def test_opcheck_int8_linear(requires_grad):
+    x, w, s, b = make_inputs(3, 48, 16)
+    x.requires_grad_(requires_grad)
+    torch.library.opcheck(op.default, (x, w, s, b))
+    torch.library.opcheck(op.default, (x.detach(), w, s, None))
+
+
+def test_opcheck_quantize_per_token():
+    torch.library.opcheck(quant_op.default, (torch.randn(5, 33),))
+
+
+def test_torch_compile_fullgraph():
+    x, w, s, b = make_inputs(4, 64, 32)
+    f = torch.compile(lambda x: op(x, w, s, b) * 2, fullgraph=True)
+    torch.testing.assert_close(f(x), op(x, w, s, b) * 2)
+
+
+# ---- bad input: a clear Python exception, nothing lost, no crash -----------
+def bad(**overrides):
+    x, w, s, b = make_inputs(2, 16, 8)
+    args = dict(x=x, w=w, s=s, b=b)
+    args.update(overrides)
+    return args["x"], args["w"], args["s"], args["b"]
+
+
+@pytest.mark.parametrize(
+    "overrides,exc,match",
+    [
+        (dict(x=torch.randn(2, 16, dtype=torch.float64)), TypeError, "float32, float16 or bfloat16"),
+        (dict(x=torch.ones(2, 16, dtype=torch.int32)), TypeError, "float32"),
+        (dict(x=torch.randn(2, 15)), ValueError, "features"),
+        (dict(x=torch.tensor(1.0)), ValueError, "scalar"),
+        (dict(w=torch.randn(8, 16)), TypeError, "int8"),
+        (dict(w=torch.zeros(8, 16, dtype=torch.uint8)), TypeError, "int8"),
+        (dict(w=torch.zeros(16, 8, dtype=torch.int8).t()), ValueError, "contiguous"),
+        (dict(w=torch.zeros(8, 16, 1, dtype=torch.int8)), TypeError, r"\[N, K\]"),
+        (dict(s=torch.ones(7)), ValueError, "w_scale"),
+        (dict(s=torch.ones(8, dtype=torch.float16)), ValueError, "w_scale"),
+        (dict(b=torch.ones(9)), ValueError, "bias"),
+        (dict(b=torch.ones(8, dtype=torch.int32)), ValueError, "bias"),
+        (dict(w=torch.zeros(8, 16, dtype=torch.int8, device="meta")), ValueError, "meta"),
+    ],
+)
+def test_bad_inputs(overrides, exc, match):
+    with pytest.raises(exc, match=match):
+        op(*bad(**overrides))
+
+
+def test_k_beyond_exact_int32_range_is_refused():
+    k = slimops._C.int8_linear_max_k + 1
+    with pytest.raises(ValueError, match="overflow"):
+        op(torch.zeros(1, k), torch.zeros(1, k, dtype=torch.int8), torch.ones(1), None)
+
+
+def test_native_entry_refuses_bad_sizes():
+    # The last line of defence below the Python checks.
+    with pytest.raises(ValueError, match="negative"):
+        slimops._C.int8_linear_cpu(0, -1, 4, 4, 0, 4, 0, 0, 0, 1)
+    with pytest.raises(ValueError, match="larger"):
+        slimops._C.int8_linear_cpu(0, 1, slimops._C.int8_linear_max_k + 1, 1 << 20, 0, 1, 0, 0, 0, 1)
+    with pytest.raises(ValueError, match="null"):
+        slimops._C.int8_linear_cpu(0, 1, 4, 4, 0, 4, 0, 0, 0, 1)
+
+
+def run_python(code, **env):
+    full_env = {**os.environ, **env}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=full_env)
+
+
+def test_isa_environment_variable():
+    forced = run_python("import slimops; print(slimops.cpu_isa())", SLIMOPS_CPU_ISA="scalar")
+    assert forced.returncode == 0 and forced.stdout.strip() == "scalar", forced.stderr
+    bogus = run_python("import slimops", SLIMOPS_CPU_ISA="sse9")
+    assert bogus.returncode != 0 and "SLIMOPS_CPU_ISA" in bogus.stderr
+
+
+def test_set_cpu_isa_rejects_unknown_names():
+    with pytest.raises(ValueError, match="unknown CPU ISA"):
+        slimops.set_cpu_isa("neon")

@@ -1,0 +1,99 @@
+"""slimops.nn.QuantLinear: a drop-in nn.Linear running int8_linear."""
+
+import io
+
+import pytest
+import torch
+from torch import nn
+
+import slimops
+from slimops.nn import QuantLinear
+
+
+def linear(k=64, n=48, bias=True, seed=0):
+    torch.manual_seed(seed)
+    return nn.Linear(k, n, bias=bias)
+
+
+def test_close_to_the_float_layer():
+    lin = linear()
+    x = torch.randn(8, 64)
+    y = QuantLinear.from_linear(lin)(x)
+    ref = lin(x)
+    assert (y - ref).norm() / ref.norm() < 0.02
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_forward_is_the_op(bias):
+    m = QuantLinear.from_linear(linear(bias=bias))
+    x = torch.randn(2, 3, 64)
+    y = torch.ops.slimops.int8_linear(x, m.qweight, m.weight_scale, m.bias)
+    assert torch.equal(m(x), y)
+    assert m(x).shape == (2, 3, 48)
+
+
+def test_state_dict_round_trip_is_bit_exact():
+    m = QuantLinear.from_linear(linear())
+    buf = io.BytesIO()
+    torch.save(m.state_dict(), buf)
+    buf.seek(0)
+    m2 = QuantLinear(64, 48)
+    m2.load_state_dict(torch.load(buf, weights_only=True))
+    for key, value in m.state_dict().items():
+        if isinstance(value, torch.Tensor):
+            assert torch.equal(m2.state_dict()[key], value), key
+    x = torch.randn(5, 64)
+    assert torch.equal(m(x), m2(x))
+
+
+@pytest.mark.parametrize(
+    "change,match",
+    [
+        (lambda sd: sd.__setitem__("qweight", sd["qweight"].float()), "qweight"),
+        (lambda sd: sd.__setitem__("qweight", sd["qweight"][:, :10]), "qweight"),
+        (lambda sd: sd.__setitem__("weight_scale", sd["weight_scale"].half()), "weight_scale"),
+        (lambda sd: sd.__setitem__("weight_scale", sd["weight_scale"] * float("inf")), "NaN or Inf"),
+        (lambda sd: sd.__setitem__("_extra_state", {"format": "slimops.QuantLinear.w8a8", "version": 9}), "version"),
+        (lambda sd: sd.__setitem__("_extra_state", {"format": "other"}), "format"),
+        (lambda sd: sd.pop("_extra_state"), "format tag"),
+    ],
+)
+def test_corrupted_state_dict_is_refused(change, match):
+    sd = QuantLinear.from_linear(linear()).state_dict()
+    change(sd)
+    m = QuantLinear(64, 48)
+    before = {k: v.clone() for k, v in m.state_dict().items() if isinstance(v, torch.Tensor)}
+    with pytest.raises(ValueError, match=match):
+        m.load_state_dict(sd)
+    assert torch.equal(m.qweight, before["qweight"])  # nothing half-loaded
+
+
+def test_torch_compile_fullgraph():
+    model = nn.Sequential(QuantLinear.from_linear(linear()), nn.ReLU(), QuantLinear.from_linear(linear(48, 16)))
+    x = torch.randn(4, 64)
+    compiled = torch.compile(model, fullgraph=True)
+    torch.testing.assert_close(compiled(x), model(x))
+
+
+def test_gradients_reach_input_and_bias():
+    m = QuantLinear.from_linear(linear())
+    x = torch.randn(3, 64, requires_grad=True)
+    m(x).sum().backward()
+    assert x.grad is not None and m.bias.grad is not None
+    torch.testing.assert_close(x.grad, m.dequantized_weight().sum(0).expand(3, 64))
+
+
+def test_bad_construction():
+    with pytest.raises(TypeError, match="nn.Linear"):
+        QuantLinear.from_linear(nn.Conv2d(3, 3, 1))
+    with pytest.raises(ValueError, match="weight_bits"):
+        QuantLinear.from_linear(linear(), weight_bits=4)
+
+
+def test_half_inputs():
+    m = QuantLinear.from_linear(linear())
+    x = torch.randn(2, 64)
+    for dtype in (torch.float16, torch.bfloat16):
+        y = m(x.to(dtype))
+        assert y.dtype == dtype
+        torch.testing.assert_close(y.float(), m(x.to(dtype).float()), rtol=1e-2, atol=1e-2)
