@@ -10,6 +10,7 @@
 #include "slimops/cpu_isa.h"
 #include "slimops/int8_linear.h"
 #include "slimops/status.h"
+#include "slimops/thread_pool.h"
 #ifdef SLIMOPS_WITH_CUDA
 #include "slimops/cuda_kernels.h"
 #endif
@@ -36,6 +37,22 @@ void set_cpu_isa(const std::string& name) {
   if (!set_active_cpu_isa(isa)) throw std::invalid_argument("this CPU does not support the " + name + " path");
 }
 
+void set_thread_backend_by_name(const std::string& name) {
+  ThreadBackend backend;
+  if (name == "auto") {
+    backend = ThreadBackend::kAuto;
+  } else if (name == "openmp") {
+    backend = ThreadBackend::kOpenMP;
+  } else if (name == "pool") {
+    backend = ThreadBackend::kPool;
+  } else {
+    throw std::invalid_argument("unknown thread backend '" + name + "'; expected auto, openmp or pool");
+  }
+  if (!slimops::set_thread_backend(backend)) {
+    throw std::invalid_argument("no OpenMP runtime (libgomp) is loaded in this process");
+  }
+}
+
 bool cpu_supports(const std::string& name) {
   CpuIsa isa;
   return parse_cpu_isa(name, &isa) && static_cast<int>(isa) <= static_cast<int>(detect_cpu_isa());
@@ -54,6 +71,10 @@ PYBIND11_MODULE(_C, m) {
         "The best CPU code path this machine supports.");
   m.def("cpu_supports", &cpu_supports, py::arg("isa"));
   m.def("set_cpu_isa", &set_cpu_isa, py::arg("isa"), "Force a CPU code path: scalar, avx2 or avx512_vnni.");
+
+  m.def("thread_backend", [] { return std::string(thread_backend() == ThreadBackend::kOpenMP ? "openmp" : "pool"); },
+        "Where the CPU kernels run their threads: torch's OpenMP team or slimops' own pool.");
+  m.def("set_thread_backend", &set_thread_backend_by_name, py::arg("backend"), "auto, openmp or pool.");
 
   m.def(
       "quantize_per_token_cpu",

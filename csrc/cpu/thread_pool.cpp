@@ -1,11 +1,14 @@
 #include "slimops/thread_pool.h"
 
+#include <dlfcn.h>
+#include <link.h>
 #include <pthread.h>
 
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <cstring>
 #include <memory>
 #include <mutex>
 #include <thread>
@@ -124,10 +127,67 @@ Pool& pool() {
   return *g_pool;
 }
 
+// torch's OpenMP runtime, when this process has libgomp loaded (torch's CPU
+// wheels bundle it): GOMP_parallel is the entry point "#pragma omp parallel"
+// compiles to. Running on torch's own team means no extra threads at all, and
+// its workers, which spin for a while after every torch op, pick the work up
+// at once instead of competing with ours for the same cores.
+using GompParallel = void (*)(void (*fn)(void*), void* data, unsigned num_threads, unsigned flags);
+
+GompParallel find_loaded_gomp() {
+  GompParallel found = nullptr;
+  dl_iterate_phdr(
+      [](dl_phdr_info* info, size_t, void* out) -> int {
+        const char* name = info->dlpi_name;
+        if (name == nullptr || std::strstr(name, "libgomp") == nullptr) return 0;
+        void* handle = dlopen(name, RTLD_LAZY | RTLD_NOLOAD);  // only if already loaded
+        if (handle == nullptr) return 0;
+        void* symbol = dlsym(handle, "GOMP_parallel");
+        dlclose(handle);  // drops the reference RTLD_NOLOAD took; the owner keeps it loaded
+        if (symbol == nullptr) return 0;
+        *static_cast<GompParallel*>(out) = reinterpret_cast<GompParallel>(symbol);
+        return 1;
+      },
+      &found);
+  return found;
+}
+
+std::atomic<ThreadBackend> g_backend{ThreadBackend::kAuto};
+
+GompParallel gomp_parallel() {
+  static const GompParallel gomp = find_loaded_gomp();
+  return gomp;
+}
+
+void run_on_gomp(GompParallel gomp, int64_t ntasks, int nthreads, const std::function<void(int64_t)>& fn) {
+  Job job;
+  job.fn = &fn;
+  job.ntasks = ntasks;
+  const unsigned team = static_cast<unsigned>(std::min<int64_t>(std::max(nthreads, 1), ntasks));
+  gomp([](void* data) { static_cast<Job*>(data)->drain(); }, &job, team, 0);
+}
+
 }  // namespace
+
+bool set_thread_backend(ThreadBackend backend) {
+  if (backend == ThreadBackend::kOpenMP && gomp_parallel() == nullptr) return false;
+  g_backend.store(backend);
+  return true;
+}
+
+ThreadBackend thread_backend() {
+  const ThreadBackend chosen = g_backend.load();
+  if (chosen != ThreadBackend::kAuto) return chosen;
+  return gomp_parallel() != nullptr ? ThreadBackend::kOpenMP : ThreadBackend::kPool;
+}
 
 void parallel_for(int64_t ntasks, int nthreads, const std::function<void(int64_t)>& fn) {
   if (ntasks <= 0) return;
+  if (nthreads <= 1 || ntasks == 1) {
+    for (int64_t t = 0; t < ntasks; ++t) fn(t);
+    return;
+  }
+  if (thread_backend() == ThreadBackend::kOpenMP) return run_on_gomp(gomp_parallel(), ntasks, nthreads, fn);
   pool().run(ntasks, nthreads, fn);
 }
 

@@ -32,17 +32,24 @@ struct Avx2Kernel {
     const int8_t* a = t.q + m * K;
     const int8_t* b = t.w + n * K;
     const __m256i ones = _mm256_set1_epi16(1);
+    // "#pragma GCC unroll" keeps GCC 12 from copying or spilling accumulators.
     __m256i acc[mr][nr];
+#pragma GCC unroll 8
     for (int i = 0; i < mr; ++i)
+#pragma GCC unroll 8
       for (int j = 0; j < nr; ++j) acc[i][j] = _mm256_setzero_si256();
     const int64_t k_simd = K / 32 * 32;
     for (int64_t k = 0; k < k_simd; k += 32) {
+      __m256i av[mr];
+#pragma GCC unroll 8
+      for (int i = 0; i < mr; ++i) av[i] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + i * K + k));
+#pragma GCC unroll 8
       for (int j = 0; j < nr; ++j) {
         const __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + j * K + k));
         const __m256i wabs = _mm256_abs_epi8(wv);
+#pragma GCC unroll 8
         for (int i = 0; i < mr; ++i) {
-          const __m256i av = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + i * K + k));
-          const __m256i pairs = _mm256_maddubs_epi16(wabs, _mm256_sign_epi8(av, wv));
+          const __m256i pairs = _mm256_maddubs_epi16(wabs, _mm256_sign_epi8(av[i], wv));
           acc[i][j] = _mm256_add_epi32(acc[i][j], _mm256_madd_epi16(pairs, ones));
         }
       }

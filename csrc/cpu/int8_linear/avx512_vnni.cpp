@@ -7,16 +7,14 @@
 // the result is exact whenever the true dot product fits in int32, which
 // kInt8LinearMaxK guarantees. This handles every int8 weight, -128 included.
 //
-// A micro tile holds at most 16 outputs, one zmm accumulator each; at the end
-// they are reduced together into one vector whose lane l is output
+// A micro tile is up to 4 x 4 outputs, one zmm accumulator each (4 x 4 is the
+// fastest shape measured on Zen 4, M = 1 included; wider tiles put more
+// 4096-byte-strided rows into one L1 set). At the end the accumulators are
+// reduced together into one vector whose lane l is output
 // (l / NR, l % NR), and the epilogue runs on that vector.
 #include <immintrin.h>
 
 #include "tile_loop.h"
-
-
-
-
 
 namespace slimops {
 namespace int8_linear {
@@ -25,8 +23,8 @@ namespace {
 // Lane l of the tile vector holds row l / NR, column l % NR.
 template <int NR>
 struct TileLanes {
-  static_assert(NR == 1 || NR == 2 || NR == 4 || NR == 8 || NR == 16, "NR must divide 16");
-  static constexpr int kShift = NR == 1 ? 0 : NR == 2 ? 1 : NR == 4 ? 2 : NR == 8 ? 3 : 4;
+  static_assert(NR > 0 && 16 % NR == 0, "NR must be a power of two up to 16");
+  static constexpr int kShift = __builtin_ctz(NR);
   const __m512i lane = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
   const __m512i row = _mm512_srli_epi32(lane, kShift);
   const __m512i col = _mm512_and_si512(lane, _mm512_set1_epi32(NR - 1));

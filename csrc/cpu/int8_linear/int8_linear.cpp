@@ -94,15 +94,21 @@ Status int8_linear_cpu(const float* x, int64_t M, int64_t K, int64_t x_row_strid
   auto qsum = scratch<int32_t>(M);
   if (!q || !x_scale || !qsum) return Status::kOutOfMemory;
   const IsaKernels isa = kernels_for(active_cpu_isa());
+  // Below this many multiply-adds (a few microseconds of work) waking other
+  // threads costs more than it saves.
+  constexpr int64_t kMinParallelMacs = int64_t{1} << 18;
+  if (M * K < kMinParallelMacs / N) nthreads = 1;  // M * N * K, without overflow
   quantize_rows(isa.quantize_row, x, M, K, x_row_stride, q.get(), x_scale.get(), qsum.get(), nthreads);
 
   // Tiles: all rows up to 128 at once (each weight row is then read from
   // memory once per 128 activation rows), and enough column blocks for about
-  // eight tasks per thread so the dynamic hand-out balances.
+  // 32 tasks per thread: the dynamic hand-out then still balances when a
+  // helper thread starts late or shares its core (e.g. with a spinning OpenMP
+  // worker right after a torch op).
   const int64_t m_block = std::min<int64_t>(M, 128);
   const int64_t m_tiles = (M + m_block - 1) / m_block;
   const int64_t want_n_tiles = std::max<int64_t>(1, 32 * std::max(nthreads, 1) / m_tiles);
-  const int64_t n_block = std::clamp<int64_t>((N + want_n_tiles - 1) / want_n_tiles / 16 * 16, 16, 1024);
+  const int64_t n_block = std::clamp<int64_t>((N + want_n_tiles - 1) / want_n_tiles / 4 * 4, 4, 1024);
   const int64_t n_tiles = (N + n_block - 1) / n_block;
   const GemmTile base{q.get(), qsum.get(), x_scale.get(), w, w_scale, bias, y, K, N, 0, 0, 0, 0};
   parallel_for(m_tiles * n_tiles, nthreads, [&](int64_t task) {

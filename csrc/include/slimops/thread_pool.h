@@ -1,9 +1,11 @@
-// A small persistent thread pool for the CPU kernels.
+// Threads for the CPU kernels.
 //
-// Why not OpenMP: torch ships its own libgomp; linking a second OpenMP runtime
-// gives two sets of spinning threads fighting for the same cores. The caller
-// passes torch.get_num_threads(), so slimops never runs more threads than torch
-// would, and idle workers sleep after a short spin instead of burning a core.
+// slimops does not link an OpenMP runtime: torch ships its own libgomp, and a
+// second runtime gives two sets of spinning threads fighting for the same
+// cores. Instead parallel_for runs on torch's libgomp team when the process
+// has one loaded (found at run time), and otherwise on a small persistent pool
+// whose idle workers sleep after a short spin. Either way the caller passes
+// torch.get_num_threads(), so slimops never runs more threads than torch.
 #pragma once
 
 #include <cstdint>
@@ -15,5 +17,13 @@ namespace slimops {
 // calling thread included, and returns when all tasks are done. Tasks are
 // handed out dynamically, so uneven tasks balance. Calls are serialized.
 void parallel_for(int64_t ntasks, int nthreads, const std::function<void(int64_t)>& fn);
+
+enum class ThreadBackend { kAuto = 0, kOpenMP = 1, kPool = 2 };
+
+// kAuto (the default) uses the loaded libgomp if any, else the pool. Forcing
+// kOpenMP fails (returns false) when no libgomp is loaded.
+bool set_thread_backend(ThreadBackend backend);
+// The backend parallel_for uses now (never kAuto).
+ThreadBackend thread_backend();
 
 }  // namespace slimops
