@@ -145,7 +145,42 @@ void quantize_row_avx512(const float* x, int64_t K, int8_t* q, float* scale, int
   *qsum = _mm512_reduce_add_epi32(sum);
 }
 
-void gemm_tile_avx512_vnni(const GemmTile& t) { walk_tile<4, 4, VnniKernel<4>>(t); }
+// One activation row (decode): each weight row is read front to back on its
+// own, a single sequential stream per thread, with four accumulators in
+// flight to hide the vpdpbusd latency.
+void gemv_tile(const GemmTile& t) {
+  const int64_t K = t.K;
+  const int64_t m = t.m_begin;
+  const int8_t* a = t.q + m * K;
+  const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
+  const uint32_t shift = static_cast<uint32_t>(t.qsum[m]) << 7;
+  for (int64_t n = t.n_begin; n < t.n_end; ++n) {
+    const int8_t* b = t.w + n * K;
+    __m512i acc[4] = {_mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512(),
+                      _mm512_setzero_si512()};
+    int64_t k = 0;
+    for (; k + 256 <= K; k += 256) {
+#pragma GCC unroll 4
+      for (int u = 0; u < 4; ++u) {
+        const __m512i wv = _mm512_xor_si512(_mm512_loadu_si512(b + k + 64 * u), flip);
+        acc[u] = _mm512_dpbusd_epi32(acc[u], wv, _mm512_loadu_si512(a + k + 64 * u));
+      }
+    }
+    for (; k < K; k += 64) {
+      const __mmask64 bytes = K - k >= 64 ? ~0ULL : _bzhi_u64(~0ULL, static_cast<unsigned>(K - k));
+      const __m512i wv = _mm512_xor_si512(_mm512_maskz_loadu_epi8(bytes, b + k), flip);
+      acc[0] = _mm512_dpbusd_epi32(acc[0], wv, _mm512_maskz_loadu_epi8(bytes, a + k));
+    }
+    const __m512i sum = _mm512_add_epi32(_mm512_add_epi32(acc[0], acc[1]), _mm512_add_epi32(acc[2], acc[3]));
+    const int32_t dot = static_cast<int32_t>(static_cast<uint32_t>(_mm512_reduce_add_epi32(sum)) - shift);
+    t.y[m * t.N + n] = dequantize_output(dot, t.x_scale[m], t.w_scale[n], t.bias, n);
+  }
+}
+
+void gemm_tile_avx512_vnni(const GemmTile& t) {
+  if (t.m_end - t.m_begin == 1) return gemv_tile(t);
+  walk_tile<4, 4, VnniKernel<4>>(t);
+}
 
 }  // namespace int8_linear
 }  // namespace slimops
