@@ -117,7 +117,41 @@ void quantize_row_avx2(const float* x, int64_t K, int8_t* q, float* scale, int32
   *qsum = total;
 }
 
-void gemm_tile_avx2(const GemmTile& t) { walk_tile<kMR, kNR, Avx2Kernel>(t); }
+// One activation row (decode): each weight row is read front to back on its
+// own, a single sequential stream per thread, with four accumulators in flight.
+static void gemv_tile(const GemmTile& t) {
+  const int64_t K = t.K;
+  const int64_t m = t.m_begin;
+  const int8_t* a = t.q + m * K;
+  const __m256i ones = _mm256_set1_epi16(1);
+  const int64_t k_simd = K / 32 * 32;
+  for (int64_t n = t.n_begin; n < t.n_end; ++n) {
+    const int8_t* b = t.w + n * K;
+    __m256i acc[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(),
+                      _mm256_setzero_si256()};
+    // acc[u] += the products of bytes [k, k + 32) of a and b.
+    auto accumulate = [&](int u, int64_t k) {
+      const __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + k));
+      const __m256i av = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + k));
+      const __m256i pairs = _mm256_maddubs_epi16(_mm256_abs_epi8(wv), _mm256_sign_epi8(av, wv));
+      acc[u] = _mm256_add_epi32(acc[u], _mm256_madd_epi16(pairs, ones));
+    };
+    int64_t k = 0;
+    for (; k + 128 <= k_simd; k += 128) {
+#pragma GCC unroll 4
+      for (int u = 0; u < 4; ++u) accumulate(u, k + 32 * u);
+    }
+    for (; k < k_simd; k += 32) accumulate(0, k);
+    int32_t dot = hsum(_mm256_add_epi32(_mm256_add_epi32(acc[0], acc[1]), _mm256_add_epi32(acc[2], acc[3])));
+    for (int64_t k = k_simd; k < K; ++k) dot += int32_t{a[k]} * int32_t{b[k]};
+    t.y[m * t.N + n] = dequantize_output(dot, t.x_scale[m], t.w_scale[n], t.bias, n);
+  }
+}
+
+void gemm_tile_avx2(const GemmTile& t) {
+  if (t.m_end - t.m_begin == 1) return gemv_tile(t);
+  walk_tile<kMR, kNR, Avx2Kernel>(t);
+}
 
 }  // namespace int8_linear
 }  // namespace slimops

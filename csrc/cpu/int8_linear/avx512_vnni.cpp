@@ -148,7 +148,7 @@ void quantize_row_avx512(const float* x, int64_t K, int8_t* q, float* scale, int
 // One activation row (decode): each weight row is read front to back on its
 // own, a single sequential stream per thread, with four accumulators in
 // flight to hide the vpdpbusd latency.
-void gemv_tile(const GemmTile& t) {
+static void gemv_tile(const GemmTile& t) {
   const int64_t K = t.K;
   const int64_t m = t.m_begin;
   const int8_t* a = t.q + m * K;
