@@ -12,16 +12,7 @@ Granularity is given by ``group_size``: 0 per tensor, -1 per output channel
 import torch
 
 from .formats.quantized import QuantizedWeight
-
-
-def qrange(bits: int, symmetric: bool) -> tuple[int, int]:
-    """[qmin, qmax]: symmetric ranges drop -2^(b-1) so negation is closed."""
-    if bits not in (4, 8):
-        raise ValueError(f"bits must be 4 or 8, got {bits}")
-    if symmetric:
-        qmax = 2 ** (bits - 1) - 1
-        return -qmax, qmax
-    return 0, 2**bits - 1
+from .reference.quant import qrange  # pure Python: the range definition is shared, not the arithmetic
 
 
 def _grouped(w: torch.Tensor, group_size: int) -> torch.Tensor:
