@@ -37,6 +37,7 @@ def _int8_linear_kernel(
     pid_m = first_pid_m + (pid % pids_per_group) % group_size_m
     pid_n = (pid % pids_per_group) // group_size_m
 
+    # int32 tile offsets: the launcher's check_int32_sizes keeps them from wrapping.
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     offs_k = tl.arange(0, BLOCK_K)
@@ -119,6 +120,8 @@ def int8_linear(q, x_scale, w, w_scale, bias=None, out_dtype=torch.float32, *, c
         raise ValueError(f"q has K={k} but w has K={k_w}")
     if out_dtype not in _OUT_DTYPES:
         raise ValueError(f"out_dtype must be one of {_OUT_DTYPES}, got {out_dtype}")
+    cfg = config or pick_config(m)
+    check_int32_sizes(m, n, k, cfg)
     x_scale = _vector(x_scale, m, "x_scale", torch.float32)
     w_scale = _vector(w_scale, n, "w_scale", torch.float32)
     if bias is not None:
@@ -130,7 +133,6 @@ def int8_linear(q, x_scale, w, w_scale, bias=None, out_dtype=torch.float32, *, c
     y = torch.empty((m, n), dtype=out_dtype, device=q.device)
     if m == 0 or n == 0:
         return y
-    cfg = config or pick_config(m)
     # The kernel advances its pointers by BLOCK_K * stride(1) in int32 arithmetic;
     # a K-stride that large (a transposed view with millions of rows) is copied instead.
     q, w = (t if t.stride(1) * cfg.block_k < 2**31 else t.contiguous() for t in (q, w))
@@ -146,6 +148,15 @@ def int8_linear(q, x_scale, w, w_scale, bias=None, out_dtype=torch.float32, *, c
             num_warps=cfg.num_warps, num_stages=cfg.num_stages,
         )
     return y
+
+
+def check_int32_sizes(m, n, k, cfg):
+    """The kernel indexes rows, columns and K steps in int32, and tl.cdiv(M, BLOCK_M)
+    computes M + BLOCK_M - 1 (likewise N and the K loop): refuse sizes where that wraps."""
+    for name, size, block in (("M", m, cfg.block_m), ("N", n, cfg.block_n), ("K", k, cfg.block_k)):
+        if size + block - 1 > 2**31 - 1:
+            raise ValueError(f"{name}={size} is too large for the Triton int8 linear kernel's int32 indexing: "
+                             f"{name} + BLOCK_{name} - 1 must be below 2**31 (BLOCK_{name}={block})")
 
 
 def _vector(t, length, name, dtype):

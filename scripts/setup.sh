@@ -20,8 +20,9 @@ else
   torch_source=(--extra-index-url https://download.pytorch.org/whl/cpu)
 fi
 "${pip[@]}" "${torch_source[@]}" "torch==2.13.0+cpu" "numpy>=1.24"
+# Test tools pinned so that a new release cannot change CI under us.
 "${pip[@]}" "scikit-build-core>=0.10" "pybind11>=2.12" "cmake>=3.24" "ninja" \
-  "pytest>=8" "hypothesis>=6.100" "expecttest" "triton==3.6.0"
+  "pytest==9.2.0" "hypothesis==6.170.17" "expecttest==0.3.0" "triton==3.6.0"
 
 start=$(date +%s)
 "${pip[@]}" --no-build-isolation --no-deps .

@@ -1,8 +1,10 @@
 """torch.ops.slimops.int8_linear and quantize_per_token on the CPU, every ISA
 path, against slimops.reference."""
 
+import contextlib
 import os
 import subprocess
+import threading
 import sys
 
 import numpy as np
@@ -87,20 +89,49 @@ def test_integer_accumulation_is_exact(cpu_isa):
         np.testing.assert_array_equal(y.numpy().astype(np.int64), exact)
 
 
+SUPPORTED_ISAS = [isa for isa in ("scalar", "avx2", "avx512_vnni") if slimops._C.cpu_supports(isa)]
+
+
+@contextlib.contextmanager
+def using_isa(isa):
+    previous = slimops.cpu_isa()
+    slimops.set_cpu_isa(isa)
+    try:
+        yield
+    finally:
+        slimops.set_cpu_isa(previous)
+
+
 @settings(max_examples=40, deadline=None)
 @given(
     m=st.integers(0, 20),
-    k=st.integers(1, 300),
+    k=st.integers(0, 300),
     n=st.integers(1, 70),
     bias=st.booleans(),
     seed=st.integers(0, 2**16),
 )
 def test_hypothesis_shapes(m, k, n, bias, seed):
-    check_against_reference(*make_inputs(m, k, n, bias=bias, seed=seed))
+    inputs = make_inputs(m, k, n, bias=bias, seed=seed)
+    for isa in SUPPORTED_ISAS:
+        with using_isa(isa):
+            check_against_reference(*inputs)
 
 
-def test_every_isa_gives_the_same_bits():
-    x, w, s, b = make_inputs(19, 203, 45)
+def test_largest_k_is_exact(cpu_isa):
+    # At K = 2^17 the VNNI kernel's flipped partial sums pass INT32_MAX; only
+    # the final difference fits. Both the M=1 and the tiled paths.
+    k = slimops._C.int8_linear_max_k
+    x = torch.full((2, k), 127.0)
+    x[1, ::3] = -127.0
+    w = torch.full((3, k), 127, dtype=torch.int8)
+    w[1] = -128
+    for rows in (x[:1], x):
+        check_against_reference(rows, w, torch.ones(3), None)
+
+
+@pytest.mark.parametrize("m", [1, 19])
+def test_every_isa_gives_the_same_bits(m):
+    x, w, s, b = make_inputs(m, 203, 45)
     outs = {}
     previous = slimops.cpu_isa()
     try:
@@ -115,17 +146,46 @@ def test_every_isa_gives_the_same_bits():
         assert torch.equal(y, first), isa
 
 
-def test_thread_count_does_not_change_results():
-    x, w, s, b = make_inputs(70, 256, 200)
+THREAD_BACKENDS = ["pool"] + (["openmp"] if slimops._C.thread_backend() == "openmp" else [])
+
+
+@pytest.fixture(params=THREAD_BACKENDS)
+def thread_backend(request):
+    slimops._C.set_thread_backend(request.param)
+    yield request.param
+    slimops._C.set_thread_backend("auto")
+
+
+@pytest.mark.parametrize("m", [1, 70])
+def test_thread_count_does_not_change_results(thread_backend, m):
+    x, w, s, b = make_inputs(m, 256, 1200)
     previous = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
         one = op(x, w, s, b)
-        torch.set_num_threads(max(2, previous))
+        torch.set_num_threads(max(3, previous))
         many = op(x, w, s, b)
     finally:
         torch.set_num_threads(previous)
     assert torch.equal(one, many)
+
+
+def test_concurrent_callers(thread_backend):
+    inputs = [make_inputs(33, 128, 300, seed=i) for i in range(4)]
+    expected = [op(*args) for args in inputs]
+    failures = []
+
+    def call(i):
+        for _ in range(10):
+            if not torch.equal(op(*inputs[i]), expected[i]):
+                failures.append(i)
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not failures
 
 
 def test_empty_sizes():
@@ -135,12 +195,13 @@ def test_empty_sizes():
     assert op(x, w, s, None).shape == (3, 0)
     x, w, s, b = make_inputs(3, 0, 8)
     torch.testing.assert_close(op(x, w, s, b), b.expand(3, 8))
+    torch.testing.assert_close(op(x.reshape(3, 1, 0), w, s, b), b.expand(3, 1, 8))
 
 
-def test_special_rows():
+def test_special_rows(cpu_isa):
     x, w, s, b = make_inputs(6, 50, 7)
     x[0] = 0.0  # zero row: output is the bias
-    x[1, 3] = float("nan")  # NaN row: output row is NaN (documented)
+    x[1, -1] = float("nan")  # NaN row (in the SIMD tail): output row is NaN (documented)
     x[2, 4] = float("inf")  # Inf row: NaN as well
     x[3] = 1e-38  # so small that 127 / amax overflows: quantizes to zeros
     x[4, :] = torch.arange(50) - 24.5  # exact .5 ties after scaling
@@ -155,6 +216,8 @@ def test_non_contiguous_activations(cpu_isa):
     x, w, s, b = make_inputs(24, 40, 9)
     check_against_reference(x[::3], w, s, b)
     check_against_reference(x.t().contiguous().t(), w, s, b)
+    check_against_reference(x[:1].expand(5, 40), w, s, b)  # broadcast rows (stride 0)
+    check_against_reference(x.as_strided((6, 40), (20, 1)), w, s, b)  # overlapping rows
 
 
 def test_fallback_matches_reference():
@@ -168,7 +231,9 @@ def test_fallback_matches_reference():
 def test_quantize_per_token_matches_reference_exactly(cpu_isa, shape, dtype):
     x = (torch.randn(shape, generator=torch.Generator().manual_seed(2)) * 3).to(dtype)
     if x.numel():
-        x.view(-1, shape[-1])[0, 0] = float("nan")
+        rows = x.view(-1, shape[-1])
+        rows[0, 0] = float("nan")
+        rows[-1, -1] = float("inf")  # in the SIMD tail for K = 37 and 130
     q, scale = quant_op(x)
     q_ref, s_ref = ref.quantize_per_token(to_numpy(x))
     np.testing.assert_array_equal(q.numpy(), q_ref)
@@ -240,6 +305,13 @@ def bad(**overrides):
         (dict(b=torch.ones(9)), ValueError, "bias"),
         (dict(b=torch.ones(8, dtype=torch.int32)), ValueError, "bias"),
         (dict(w=torch.zeros(8, 16, dtype=torch.int8, device="meta")), ValueError, "meta"),
+        (dict(s=torch.ones(8, device="meta")), ValueError, "w_scale is on meta"),
+        (dict(b=torch.ones(8, device="meta")), ValueError, "bias is on meta"),
+        (dict(x=torch.randn(2, 16, device="meta")), ValueError, "is on cpu but x is on meta"),
+        (dict(x=torch.randn(2, 16).to_sparse()), TypeError, "x must be a dense"),
+        (dict(w=torch.ones(8, 16, dtype=torch.int8).to_sparse()), TypeError, "w_int8 must be a dense"),
+        (dict(s=torch.ones(8).to_sparse()), TypeError, "w_scale must be a dense"),
+        (dict(b=torch.ones(8).to_sparse()), TypeError, "bias must be a dense"),
     ],
 )
 def test_bad_inputs(overrides, exc, match):
@@ -278,3 +350,38 @@ def test_isa_environment_variable():
 def test_set_cpu_isa_rejects_unknown_names():
     with pytest.raises(ValueError, match="unknown CPU ISA"):
         slimops.set_cpu_isa("neon")
+
+
+@pytest.mark.parametrize(
+    "x,exc,match",
+    [
+        (torch.ones(2, 3, dtype=torch.int32), TypeError, "float32"),
+        (torch.ones(2, 3, dtype=torch.float64), TypeError, "float32"),
+        (torch.tensor(1.0), ValueError, "scalar"),
+        (torch.ones(2, 3).to_sparse(), TypeError, "dense"),
+    ],
+)
+def test_quantize_per_token_bad_inputs(x, exc, match):
+    with pytest.raises(exc, match=match):
+        quant_op(x)
+
+
+def test_quantize_per_token_empty_and_strided(cpu_isa):
+    q, scale = quant_op(torch.ones(0, 5))
+    assert q.shape == (0, 5) and q.dtype == torch.int8
+    assert scale.shape == (0,) and scale.dtype == torch.float32
+    q, scale = quant_op(torch.ones(2, 3, 0))
+    assert q.shape == (2, 3, 0) and scale.shape == (2, 3) and not scale.any()
+    x = torch.randn(1, 37).expand(4, 37)  # broadcast rows
+    q, scale = quant_op(x)
+    q_ref, s_ref = ref.quantize_per_token(x.numpy())
+    np.testing.assert_array_equal(q.numpy(), q_ref)
+    np.testing.assert_array_equal(scale.numpy(), s_ref)
+
+
+def test_quantize_per_token_torch_compile_fullgraph():
+    x = torch.randn(6, 70)
+    f = torch.compile(lambda x: quant_op(x), fullgraph=True)
+    q, scale = f(x)
+    q_ref, s_ref = quant_op(x)
+    assert torch.equal(q, q_ref) and torch.equal(scale, s_ref)

@@ -73,6 +73,10 @@ def corrupt(**changes):
         (corrupt(zero_point=torch.full((24, 3), 300, dtype=torch.int32)), "zero_point"),
         (corrupt(zero_point=torch.zeros(24, 3)), "zero_point"),
         ({"qdata": torch.zeros(1)}, "missing"),
+        (
+            {**slimops.quantize(weight(), bits=4, group_size=32).state_dict(), "qdata": torch.zeros(24, 48, dtype=torch.uint8)},
+            "nibble is 0",
+        ),
     ],
 )
 def test_corrupted_state_dict_is_refused(state, match):

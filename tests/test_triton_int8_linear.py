@@ -18,6 +18,8 @@ triton = pytest.importorskip("triton")
 
 from slimops.kernels import int8_linear as kernel
 
+from conftest import assert_within_roundoff
+
 INTERPRET = triton.knobs.runtime.interpret
 DEVICE = "cpu" if INTERPRET else "cuda"
 pytestmark = pytest.mark.skipif(
@@ -27,9 +29,6 @@ pytestmark = pytest.mark.skipif(
 
 # The interpreter has no bfloat16 arithmetic; the GPU run covers it.
 OUT_DTYPES = [torch.float32, torch.float16] + ([] if INTERPRET else [torch.bfloat16])
-# Unit roundoff of the output dtype, and the smallest fp16 subnormal step.
-ROUNDOFF = {torch.float32: 2.0**-24, torch.float16: 2.0**-11, torch.bfloat16: 2.0**-8}
-ABS_FLOOR = {torch.float32: 0.0, torch.float16: 2.0**-24, torch.bfloat16: 0.0}
 # (M, K, N): every combination in the interpreter (cheap); on a GPU each shape and
 # dtype is a fresh Triton compile (~1 s), so a few shapes that still cover odd K and N.
 SHAPES = (list(itertools.product([1, 3, 17], [37, 64, 100, 300], [5, 33])) if INTERPRET
@@ -58,17 +57,12 @@ def to_device(a):
 
 
 def assert_close(y, q, x_scale, w, w_scale, bias):
-    """Error bound: a few float32 roundings in the epilogue plus the output rounding,
-    relative to |acc * x_scale * w_scale| + |bias| (so cancellation is allowed for)."""
-    want = reference(q, x_scale, w, w_scale, bias)
+    """Within the epilogue's roundings of the exact result, relative to
+    |acc * x_scale * w_scale| + |bias| (so cancellation is allowed for)."""
     magnitude = np.abs(reference(q, x_scale, w, w_scale, None))
     if bias is not None:
         magnitude += np.abs(bias.astype(np.float64))[None, :]
-    bound = (5 * 2.0**-24 + ROUNDOFF[y.dtype]) * magnitude + ABS_FLOOR[y.dtype]
-    got = y.float().cpu().numpy().astype(np.float64)
-    err = np.abs(got - want)
-    worst = np.unravel_index(np.argmax(err - bound), err.shape)
-    assert np.all(err <= bound), f"at {worst}: got {got[worst]}, want {want[worst]}, bound {bound[worst]}"
+    assert_within_roundoff(y, reference(q, x_scale, w, w_scale, bias), magnitude, y.dtype)
 
 
 @pytest.mark.parametrize("m, k, n", SHAPES)
@@ -138,6 +132,28 @@ def test_bad_arguments_are_refused():
         kernel.int8_linear(q, ones2, w, ones4.double(), None, torch.float32)
     with pytest.raises(ValueError, match="out_dtype"):
         kernel.int8_linear(q, ones2, w, ones4, None, torch.int32)
+
+
+def huge_int8(rows, cols):
+    """A [rows, cols] int8 view of a one-byte buffer (all strides 0): any shape, no memory."""
+    return torch.zeros(1, dtype=torch.int8, device=DEVICE).as_strided((rows, cols), (0, 0))
+
+
+@pytest.mark.parametrize("dim", ["M", "N", "K"])
+def test_sizes_past_int32_indexing_are_refused(dim):
+    cfg = kernel.CONFIGS[-1][1]
+    block = {"M": cfg.block_m, "N": cfg.block_n, "K": cfg.block_k}[dim]
+    largest = 2**31 - block  # size + block - 1 == 2**31 - 1: the last size the kernel can index
+    sizes = {"M": 4, "N": 4, "K": 8}
+    kernel.check_int32_sizes(*(largest if d == dim else sizes[d] for d in "MNK"), cfg)
+    sizes[dim] = largest + 1
+    m, n, k = sizes["M"], sizes["N"], sizes["K"]
+    # float64 scales: were the size check missing, or after the scale conversion, the
+    # call would fail on them (a different message) instead of allocating gigabytes.
+    scale = torch.ones(1, dtype=torch.float64, device=DEVICE)
+    with pytest.raises(ValueError, match=f"{dim}={largest + 1} is too large"):
+        kernel.int8_linear(huge_int8(m, k), scale.expand(m), huge_int8(n, k), scale.expand(n), None,
+                           torch.float32, config=cfg)
 
 
 @pytest.mark.skipif(INTERPRET, reason="needs >2 GiB of device memory; compiled kernel only")

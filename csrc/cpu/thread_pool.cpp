@@ -1,8 +1,10 @@
 #include "slimops/thread_pool.h"
 
 #include <dlfcn.h>
-#include <link.h>
 #include <pthread.h>
+#ifdef __linux__
+#include <link.h>
+#endif
 
 #include <algorithm>
 #include <atomic>
@@ -11,6 +13,7 @@
 #include <cstring>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -127,35 +130,54 @@ Pool& pool() {
   return *g_pool;
 }
 
-// torch's OpenMP runtime, when this process has libgomp loaded (torch's CPU
-// wheels bundle it): GOMP_parallel is the entry point "#pragma omp parallel"
+// torch's OpenMP runtime, when torch loaded libgomp (its CPU wheels bundle it): GOMP_parallel is the entry point "#pragma omp parallel"
 // compiles to. Running on torch's own team means no extra threads at all, and
 // its workers, which spin for a while after every torch op, pick the work up
 // at once instead of competing with ours for the same cores.
 using GompParallel = void (*)(void (*fn)(void*), void* data, unsigned num_threads, unsigned flags);
 
-GompParallel find_loaded_gomp() {
-  GompParallel found = nullptr;
+std::string directory_of(const char* path) {
+  const char* slash = std::strrchr(path, '/');
+  return slash == nullptr ? std::string() : std::string(path, slash);
+}
+
+// The libgomp loaded from the directory that holds libtorch_cpu: other
+// packages (scikit-learn, SciPy) may bundle their own copy, and using one of
+// those would be exactly the second runtime this is meant to avoid.
+GompParallel find_torch_gomp() {
+#ifndef __linux__
+  return nullptr;  // dl_iterate_phdr is a Linux (ELF) facility
+#else
+  std::vector<std::string> loaded;
   dl_iterate_phdr(
       [](dl_phdr_info* info, size_t, void* out) -> int {
-        const char* name = info->dlpi_name;
-        if (name == nullptr || std::strstr(name, "libgomp") == nullptr) return 0;
-        void* handle = dlopen(name, RTLD_LAZY | RTLD_NOLOAD);  // only if already loaded
-        if (handle == nullptr) return 0;
-        void* symbol = dlsym(handle, "GOMP_parallel");
-        dlclose(handle);  // drops the reference RTLD_NOLOAD took; the owner keeps it loaded
-        if (symbol == nullptr) return 0;
-        *static_cast<GompParallel*>(out) = reinterpret_cast<GompParallel>(symbol);
-        return 1;
+        if (info->dlpi_name != nullptr && info->dlpi_name[0] != '\0') {
+          static_cast<std::vector<std::string>*>(out)->emplace_back(info->dlpi_name);
+        }
+        return 0;
       },
-      &found);
-  return found;
+      &loaded);
+  std::string torch_dir;
+  for (const auto& path : loaded) {
+    if (path.find("libtorch_cpu") != std::string::npos) torch_dir = directory_of(path.c_str());
+  }
+  if (torch_dir.empty()) return nullptr;
+  for (const auto& path : loaded) {
+    if (path.find("libgomp") == std::string::npos || directory_of(path.c_str()) != torch_dir) continue;
+    void* handle = dlopen(path.c_str(), RTLD_LAZY | RTLD_NOLOAD);  // only if already loaded
+    if (handle == nullptr) continue;
+    void* symbol = dlsym(handle, "GOMP_parallel");
+    dlclose(handle);  // drops the reference RTLD_NOLOAD took; torch keeps it loaded
+    if (symbol != nullptr) return reinterpret_cast<GompParallel>(symbol);
+  }
+  return nullptr;
+#endif
 }
 
 std::atomic<ThreadBackend> g_backend{ThreadBackend::kAuto};
 
 GompParallel gomp_parallel() {
-  static const GompParallel gomp = find_loaded_gomp();
+  static const GompParallel gomp = find_torch_gomp();
   return gomp;
 }
 
@@ -183,6 +205,7 @@ ThreadBackend thread_backend() {
 
 void parallel_for(int64_t ntasks, int nthreads, const std::function<void(int64_t)>& fn) {
   if (ntasks <= 0) return;
+  nthreads = std::min(nthreads, kMaxThreads);
   if (nthreads <= 1 || ntasks == 1) {
     for (int64_t t = 0; t < ntasks; ++t) fn(t);
     return;

@@ -4,6 +4,8 @@ They read only metadata (shapes, dtypes, devices), never data, so they cost
 a few microseconds and work under torch.compile's fake tensors.
 """
 
+import math
+
 import torch
 
 from . import _C
@@ -21,11 +23,13 @@ def check_activation(op: str, x: torch.Tensor) -> None:
         raise TypeError(f"slimops.{op}: x must be float32, float16 or bfloat16, got {x.dtype}")
     if x.dim() < 1:
         raise ValueError(f"slimops.{op}: x must have at least one dimension, got a scalar")
+    check_strided(op, x=x)
 
 
 def check_int8_linear(x, w_int8, w_scale, bias) -> None:
     op = "int8_linear"
     check_activation(op, x)
+    check_strided(op, w_int8=w_int8, w_scale=w_scale, bias=bias)
     if w_int8.dtype != torch.int8 or w_int8.dim() != 2:
         raise TypeError(f"slimops.{op}: w_int8 must be an int8 [N, K] tensor, got {w_int8.dtype} {tuple(w_int8.shape)}")
     n, k = w_int8.shape
@@ -44,3 +48,20 @@ def check_int8_linear(x, w_int8, w_scale, bias) -> None:
     for name, t in (("w_int8", w_int8), ("w_scale", w_scale), ("bias", bias)):
         if t is not None and t.device != x.device:
             raise ValueError(f"slimops.{op}: {name} is on {t.device} but x is on {x.device}")
+
+
+def check_strided(op: str, **tensors) -> None:
+    for name, t in tensors.items():
+        if t is not None and t.layout != torch.strided:
+            raise TypeError(f"slimops.{op}: {name} must be a dense (strided) tensor, got layout {t.layout}")
+
+
+def as_rows(x: torch.Tensor) -> torch.Tensor:
+    """x viewed as [rows, K] with unit column stride and non-overlapping rows,
+    copying only when the kernels could not walk it (transposed, broadcast or
+    overlapping views)."""
+    k = x.shape[-1]
+    x2 = x if x.dim() == 2 else x.reshape(math.prod(x.shape[:-1]), k)
+    if (k > 1 and x2.stride(-1) != 1) or (x2.shape[0] > 1 and x2.stride(0) < k):
+        x2 = x2.contiguous()
+    return x2

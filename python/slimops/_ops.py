@@ -87,11 +87,11 @@ def _int8_linear_backward(ctx, grad):
     # Straight-through for the activation rounding: d(y)/d(x) is the
     # dequantized weight. The int8 weight and its scale get no gradient.
     w_int8, w_scale = ctx.saved_tensors
-    w = w_int8.to(grad.dtype) * w_scale.reshape(-1, 1).to(grad.dtype)
-    grad_x = grad @ w
-    grad_bias = None
-    if ctx.bias_dtype is not None:
-        grad_bias = grad.reshape(-1, grad.shape[-1]).sum(0).to(ctx.bias_dtype)
+    grad_x = grad_bias = None
+    if ctx.needs_input_grad[0]:
+        grad_x = grad @ (w_int8.to(grad.dtype) * w_scale.reshape(-1, 1).to(grad.dtype))
+    if ctx.bias_dtype is not None and ctx.needs_input_grad[3]:
+        grad_bias = grad.sum(dim=tuple(range(grad.dim() - 1))).to(ctx.bias_dtype)
     return grad_x, None, None, grad_bias
 
 

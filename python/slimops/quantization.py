@@ -44,11 +44,12 @@ def quantization_params(w: torch.Tensor, bits: int = 8, group_size: int = -1, sy
         )
     if symmetric:
         amax = g.abs().amax(dim=-1)
-        return torch.where(amax > 0, amax / qmax, one), None
+        # Tensor / tensor: see backends/fallback.py on divisions by a scalar.
+        return torch.where(amax > 0, amax / torch.full_like(amax, qmax), one), None
     lo = g.amin(dim=-1).clamp(max=0)
     hi = g.amax(dim=-1).clamp(min=0)
     span = hi - lo
-    scale = torch.where(span > 0, span / (qmax - qmin), one)
+    scale = torch.where(span > 0, span / torch.full_like(span, qmax - qmin), one)
     zero_point = torch.round(-lo / scale).clamp(qmin, qmax).to(torch.int32)
     return scale, zero_point
 

@@ -30,6 +30,18 @@ struct TileLanes {
   const __m512i col = _mm512_and_si512(lane, _mm512_set1_epi32(NR - 1));
 };
 
+// Sum of the 16 lanes modulo 2^32. The flipped products' partial sums can
+// pass INT32_MAX for large K (only the final difference fits), and
+// _mm512_reduce_add_epi32 ends in a signed scalar add: this stays in vector
+// adds, which wrap.
+inline uint32_t wrapping_sum(__m512i v) {
+  const __m256i s8 = _mm256_add_epi32(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64(v, 1));
+  __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(s8), _mm256_extracti128_si256(s8, 1));
+  s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, _MM_SHUFFLE(1, 0, 3, 2)));
+  s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, _MM_SHUFFLE(2, 3, 0, 1)));
+  return static_cast<uint32_t>(_mm_cvtsi128_si32(s4));
+}
+
 inline __mmask16 first_lanes(int count) { return static_cast<__mmask16>(_bzhi_u32(0xffff, count)); }
 
 // Lane l of the result is the sum of the lanes of v[l]: a transpose-and-add
@@ -172,7 +184,7 @@ static void gemv_tile(const GemmTile& t) {
       acc[0] = _mm512_dpbusd_epi32(acc[0], wv, _mm512_maskz_loadu_epi8(bytes, a + k));
     }
     const __m512i sum = _mm512_add_epi32(_mm512_add_epi32(acc[0], acc[1]), _mm512_add_epi32(acc[2], acc[3]));
-    const int32_t dot = static_cast<int32_t>(static_cast<uint32_t>(_mm512_reduce_add_epi32(sum)) - shift);
+    const int32_t dot = static_cast<int32_t>(wrapping_sum(sum) - shift);
     t.y[m * t.N + n] = dequantize_output(dot, t.x_scale[m], t.w_scale[n], t.bias, n);
   }
 }

@@ -24,11 +24,13 @@ struct IsaKernels {
 
 IsaKernels kernels_for(CpuIsa isa) {
   switch (isa) {
+#ifdef SLIMOPS_X86
     case CpuIsa::kAvx512Vnni:
       return {int8_linear::quantize_row_avx512, int8_linear::gemm_tile_avx512_vnni};
     case CpuIsa::kAvx2:
       return {int8_linear::quantize_row_avx2, int8_linear::gemm_tile_avx2};
-    case CpuIsa::kScalar:
+#endif
+    default:
       break;
   }
   return {int8_linear::quantize_row_scalar, int8_linear::gemm_tile_scalar};
@@ -107,7 +109,7 @@ Status int8_linear_cpu(const float* x, int64_t M, int64_t K, int64_t x_row_strid
   // worker right after a torch op).
   const int64_t m_block = std::min<int64_t>(M, 128);
   const int64_t m_tiles = (M + m_block - 1) / m_block;
-  const int64_t want_n_tiles = std::max<int64_t>(1, 32 * std::max(nthreads, 1) / m_tiles);
+  const int64_t want_n_tiles = std::max<int64_t>(1, 32 * int64_t{std::clamp(nthreads, 1, kMaxThreads)} / m_tiles);
   const int64_t n_block = std::clamp<int64_t>((N + want_n_tiles - 1) / want_n_tiles / 4 * 4, 4, 1024);
   const int64_t n_tiles = (N + n_block - 1) / n_block;
   const GemmTile base{q.get(), qsum.get(), x_scale.get(), w, w_scale, bias, y, K, N, 0, 0, 0, 0};

@@ -6,6 +6,7 @@
 // has one loaded (found at run time), and otherwise on a small persistent pool
 // whose idle workers sleep after a short spin. Either way the caller passes
 // torch.get_num_threads(), so slimops never runs more threads than torch.
+// Concurrent calls are safe; the pool runs them one after another.
 #pragma once
 
 #include <cstdint>
@@ -15,12 +16,16 @@ namespace slimops {
 
 // Runs fn(task) for every task in [0, ntasks) on at most nthreads threads, the
 // calling thread included, and returns when all tasks are done. Tasks are
-// handed out dynamically, so uneven tasks balance. Calls are serialized.
+// handed out dynamically, so uneven tasks balance. Safe to call from several
+// threads at once.
 void parallel_for(int64_t ntasks, int nthreads, const std::function<void(int64_t)>& fn);
+
+// Requests for more threads than this are capped.
+constexpr int kMaxThreads = 1024;
 
 enum class ThreadBackend { kAuto = 0, kOpenMP = 1, kPool = 2 };
 
-// kAuto (the default) uses the loaded libgomp if any, else the pool. Forcing
+// kAuto (the default) uses torch's libgomp if loaded, else the pool. Forcing
 // kOpenMP fails (returns false) when no libgomp is loaded.
 bool set_thread_backend(ThreadBackend backend);
 // The backend parallel_for uses now (never kAuto).

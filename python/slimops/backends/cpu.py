@@ -3,16 +3,13 @@
 import torch
 
 from .. import _C
+from .._checks import as_rows
 
 
 def _rows_f32(x: torch.Tensor) -> torch.Tensor:
-    """x as float32 [rows, K] with unit column stride (a copy only when needed)."""
-    x2 = x if x.dim() == 2 else x.reshape(-1, x.shape[-1])
-    if x2.dtype != torch.float32:
-        x2 = x2.float()
-    if x2.shape[-1] > 1 and x2.stride(-1) != 1:
-        x2 = x2.contiguous()
-    return x2
+    """x as float32 [rows, K] rows the kernel can walk (a copy only when needed)."""
+    x2 = as_rows(x)
+    return x2 if x2.dtype == torch.float32 else x2.float()
 
 
 def quantize_per_token(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -6,6 +6,7 @@ import importlib.util
 import torch
 
 from .. import _C
+from .._checks import as_rows
 from . import fallback
 
 _DTYPE_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
@@ -15,9 +16,7 @@ HAS_TRITON = importlib.util.find_spec("triton") is not None
 
 
 def quantize_per_token(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    x2 = x.reshape(-1, x.shape[-1])
-    if x2.shape[-1] > 1 and x2.stride(-1) != 1:
-        x2 = x2.contiguous()
+    x2 = as_rows(x)
     rows, cols = x2.shape
     q = torch.empty((rows, cols), dtype=torch.int8, device=x.device)
     scale = torch.empty(rows, dtype=torch.float32, device=x.device)
@@ -42,5 +41,5 @@ def int8_linear(x, w_int8, w_scale, bias):
     quantize = quantize_per_token if HAS_CUDA_EXTENSION else fallback.quantize_per_token
     q, x_scale = quantize(x)
     n = w_int8.shape[0]
-    y = triton_int8_linear(q.reshape(-1, x.shape[-1]), x_scale.reshape(-1), w_int8, w_scale, bias, out_dtype=x.dtype)
+    y = triton_int8_linear(as_rows(q), x_scale.reshape(-1), w_int8, w_scale, bias, out_dtype=x.dtype)
     return y.reshape(*x.shape[:-1], n)

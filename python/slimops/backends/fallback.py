@@ -15,10 +15,13 @@ def quantize_per_token(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         amax = torch.zeros(xf.shape[:-1], dtype=torch.float32, device=x.device)
     else:
         amax = safe.abs().amax(dim=-1)
-    scale = amax / 127
-    # Tensor / tensor: torch computes scalar / tensor as a reciprocal times
-    # the scalar, which is not the correctly rounded quotient the kernels use.
-    inv = torch.full_like(amax, 127.0) / amax
+    # Tensor / tensor divisions: torch may compute a division involving a
+    # scalar as a reciprocal times the scalar (scalar / tensor on the CPU,
+    # tensor / scalar on CUDA), which is not the correctly rounded quotient
+    # the kernels and the reference use.
+    c127 = torch.full_like(amax, 127.0)
+    scale = amax / c127
+    inv = c127 / amax
     inv = torch.where(torch.isfinite(inv), inv, 0.0)
     q = torch.round(safe * inv[..., None]).clamp(-127, 127).to(torch.int8)
     scale = torch.where(finite, scale, float("nan"))

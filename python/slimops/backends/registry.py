@@ -33,10 +33,6 @@ def register(op: str, kernel: Kernel) -> None:
     _KERNELS.setdefault(op, []).append(kernel)
 
 
-def kernels(op: str) -> list[Kernel]:
-    return list(_KERNELS.get(op, ()))
-
-
 def allow_unverified() -> bool:
     return os.environ.get("SLIMOPS_ALLOW_UNVERIFIED", "0") == "1"
 

@@ -2,7 +2,7 @@
 
 Layout version 1 (``state_dict()`` keys):
   qdata       int8 [N, K] (symmetric 8-bit), uint8 [N, K] (asymmetric 8-bit),
-              uint8 [N, ceil(K/2)] (4-bit, two per byte; see quantize.pack_int4)
+              uint8 [N, ceil(K/2)] (4-bit, two per byte; see quantization.pack_int4)
   scale       float32 [N, G] ([1, 1] per tensor; G = 1 per channel, K/group_size per group)
   zero_point  int32 [N, G] (asymmetric only)
   meta        int64 [5]: layout version, bits, group_size, symmetric, K
@@ -16,7 +16,7 @@ import torch
 LAYOUT_VERSION = 1
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # eq=False: == on tensors is elementwise, not a bool
 class QuantizedWeight:
     qdata: torch.Tensor
     scale: torch.Tensor
@@ -28,10 +28,6 @@ class QuantizedWeight:
 
     def __post_init__(self):
         _validate(self)
-
-    @property
-    def groups(self) -> int:
-        return self.scale.shape[1]
 
     def int_values(self) -> torch.Tensor:
         """The quantized integers, unpacked, as int8 (symmetric) or uint8."""
@@ -96,6 +92,10 @@ def _validate(w: QuantizedWeight) -> None:
         fail(f"scale must be float32 {groups_shape}, got {w.scale.dtype} {tuple(w.scale.shape)}")
     if not bool(torch.isfinite(w.scale).all()):
         fail("scale holds NaN or Inf")
+    if w.bits == 4 and w.symmetric and w.qdata.numel():
+        # Symmetric nibbles hold q + 8 with q in [-7, 7]: a 0 nibble is corrupt.
+        if bool(((w.qdata & 0xF) == 0).any()) or bool(((w.qdata >> 4) == 0).any()):
+            fail("a symmetric 4-bit nibble is 0 (values are stored as q + 8, q in [-7, 7])")
     if w.symmetric:
         if w.zero_point is not None:
             fail("a symmetric weight has no zero_point")

@@ -81,8 +81,18 @@ class QuantLinear(nn.Module):
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                               error_msgs):
-        # nn.Module would silently cast a float tensor into the int8 buffer;
-        # refuse anything that is not exactly this layout.
+        # nn.Module would silently cast a float tensor into the int8 buffer.
+        # Problems go to error_msgs, as torch's own checks do (load_state_dict
+        # raises one RuntimeError listing them all), and leave this module as it was.
+        problems = self._state_problems(state_dict, prefix)
+        if problems:
+            error_msgs.extend(f"{prefix}: {p}" for p in problems)
+            return
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+
+    def _state_problems(self, state_dict, prefix) -> list[str]:
+        problems = []
         expected = {
             "qweight": (torch.int8, (self.out_features, self.in_features)),
             "weight_scale": (torch.float32, (self.out_features,)),
@@ -90,13 +100,14 @@ class QuantLinear(nn.Module):
         for name, (dtype, shape) in expected.items():
             t = state_dict.get(prefix + name)
             if t is not None and (t.dtype != dtype or tuple(t.shape) != shape):
-                raise ValueError(f"{prefix}{name}: expected {dtype} {shape}, got {t.dtype} {tuple(t.shape)}")
+                problems.append(f"{name}: expected {dtype} {shape}, got {t.dtype} {tuple(t.shape)}")
         scale = state_dict.get(prefix + "weight_scale")
-        if scale is not None and not bool(torch.isfinite(scale).all()):
-            raise ValueError(f"{prefix}weight_scale holds NaN or Inf")
+        if scale is not None and scale.dtype.is_floating_point and not bool(torch.isfinite(scale).all()):
+            problems.append("weight_scale holds NaN or Inf")
+        # A missing tag is reported by torch itself as a missing "_extra_state" key.
         if prefix + "_extra_state" in state_dict:
-            self._check_format(state_dict[prefix + "_extra_state"])
-        elif strict:
-            raise ValueError(f"{prefix}: state_dict has no {FORMAT} format tag (not saved by QuantLinear?)")
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
-                                      error_msgs)
+            try:
+                self._check_format(state_dict[prefix + "_extra_state"])
+            except ValueError as e:
+                problems.append(str(e))
+        return problems
