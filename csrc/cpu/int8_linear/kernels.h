@@ -34,6 +34,9 @@ using GemmTileFn = void (*)(const GemmTile& t);
 // the scalar path too.
 namespace {
 
+// std::min would be a template instantiated in every ISA's file: see above.
+inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+
 // The float epilogue shared by every ISA, so all paths round identically.
 inline float dequantize_output(int32_t acc, float x_scale, float w_scale, const float* bias, int64_t n) {
   const float v = static_cast<float>(acc) * x_scale * w_scale;
