@@ -10,6 +10,7 @@ import os
 
 from . import _C, _ops, nn, reference
 from .formats import QuantizedWeight
+from .nn import QuantConfig, convert, to_float
 from .quantization import quantize
 
 __version__ = "0.1.0"
@@ -36,4 +37,4 @@ def _check_isa_env() -> None:
 
 _check_isa_env()
 
-__all__ = ["QuantizedWeight", "cpu_isa", "nn", "quantize", "reference", "set_cpu_isa"]
+__all__ = ["QuantConfig", "QuantizedWeight", "convert", "cpu_isa", "nn", "quantize", "reference", "set_cpu_isa", "to_float"]

@@ -2,6 +2,7 @@
 dynamically quantized int8 activations (W8A8), running torch.ops.slimops.int8_linear."""
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..quantization import quantize
@@ -17,6 +18,12 @@ class QuantLinear(nn.Module):
     ``weight_scale`` float32 [out]; ``bias`` is a float parameter as in
     nn.Linear. The state_dict also carries a format tag and version, checked
     on load together with every tensor's dtype and shape.
+
+    Fine-tuning after quantization: with a float master ``weight``
+    (``from_linear(..., finetune=True)`` or ``enable_finetuning()``), training
+    mode runs fake quantization of weights and activations with a
+    straight-through estimator, so backward updates the master weight, and
+    ``eval()`` re-packs it into ``qweight``. Without one, ``weight`` is None.
     """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, weight_bits: int = 8,
@@ -37,10 +44,13 @@ class QuantLinear(nn.Module):
             self.bias = nn.Parameter(torch.zeros(out_features, device=device, dtype=dtype or torch.float32))
         else:
             self.register_parameter("bias", None)
+        self.register_parameter("weight", None)
 
     @classmethod
-    def from_linear(cls, linear: nn.Linear, weight_bits: int = 8, act_bits: int | None = 8) -> "QuantLinear":
-        """Quantize an nn.Linear's weight (symmetric int8, per output channel)."""
+    def from_linear(cls, linear: nn.Linear, weight_bits: int = 8, act_bits: int | None = 8,
+                    finetune: bool = False) -> "QuantLinear":
+        """Quantize an nn.Linear's weight (symmetric int8, per output channel);
+        finetune=True also keeps a float master copy for fine-tuning."""
         if not isinstance(linear, nn.Linear):
             raise TypeError(f"expected an nn.Linear, got {type(linear).__name__}")
         w = linear.weight.detach()
@@ -51,14 +61,46 @@ class QuantLinear(nn.Module):
         module.weight_scale.copy_(qw.scale.reshape(-1))
         if linear.bias is not None:
             module.bias.data.copy_(linear.bias.detach())
+        if finetune:
+            module.weight = nn.Parameter(w.detach().float().clone())
         return module
 
+    def enable_finetuning(self) -> "QuantLinear":
+        """Add a float master weight, starting from the dequantized int8 weight."""
+        if self.weight is None:
+            self.weight = nn.Parameter(self.dequantized_weight())
+        return self
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and self.weight is not None:
+            return F.linear(_fake_quantize_rows(x), _fake_quantize_rows(self.weight), self.bias)
         return torch.ops.slimops.int8_linear(x, self.qweight, self.weight_scale, self.bias)
+
+    def train(self, mode: bool = True) -> "QuantLinear":
+        if not mode and self.training and self.weight is not None:
+            self.repack()
+        return super().train(mode)
+
+    @torch.no_grad()
+    def repack(self) -> None:
+        """Quantize the float master weight into qweight and weight_scale."""
+        qw = quantize(self.weight.detach(), bits=8, group_size=-1, symmetric=True)
+        self.qweight.copy_(qw.qdata)
+        self.weight_scale.copy_(qw.scale.reshape(-1))
 
     def dequantized_weight(self) -> torch.Tensor:
         """float32 [out, in]: what the int8 weight stands for."""
         return self.qweight.float() * self.weight_scale[:, None]
+
+    def to_linear(self) -> nn.Linear:
+        """An nn.Linear holding the dequantized weight (for debugging)."""
+        linear = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None,
+                           device=self.qweight.device)
+        with torch.no_grad():
+            linear.weight.copy_(self.dequantized_weight())
+            if self.bias is not None:
+                linear.bias.copy_(self.bias)
+        return linear
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
@@ -111,3 +153,13 @@ class QuantLinear(nn.Module):
             except ValueError as e:
                 problems.append(str(e))
         return problems
+
+
+def _fake_quantize_rows(t: torch.Tensor) -> torch.Tensor:
+    """Symmetric int8 fake quantization of each row (the last dimension), as
+    the kernels quantize weights per channel and activations per token. The
+    straight-through estimator passes the gradient through the rounding."""
+    amax = t.detach().abs().amax(dim=-1, keepdim=True)
+    scale = torch.where(amax > 0, amax / 127, torch.ones_like(amax))
+    q = torch.round(t / scale).clamp(-127, 127) * scale
+    return t + (q - t).detach()

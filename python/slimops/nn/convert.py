@@ -1,0 +1,99 @@
+"""slimops.convert: swap a model's nn.Linear layers for slimops modules in place,
+and slimops.to_float: the reverse, for debugging."""
+
+import fnmatch
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from .quant_linear import QuantLinear
+
+# Below this many layers a progress bar is noise.
+_PROGRESS_MIN_LAYERS = 50
+
+
+@dataclass(frozen=True)
+class QuantConfig:
+    """What convert() does to each nn.Linear it matches.
+
+    skip: fnmatch patterns of qualified module names to leave alone (e.g.
+    "classifier", "*.lm_head"); min_features: layers with fewer input features
+    stay float (their quantization overhead outweighs the bytes saved).
+    """
+
+    weight_bits: int = 8
+    act_bits: int | None = 8
+    skip: tuple[str, ...] = ()
+    min_features: int = 0
+
+
+@dataclass
+class ConversionSummary:
+    converted: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    bytes_before: int = 0  # of the converted layers' parameters and buffers
+    bytes_after: int = 0
+
+    def __str__(self) -> str:
+        ratio = self.bytes_before / self.bytes_after if self.bytes_after else float("nan")
+        return (
+            f"slimops.convert: {len(self.converted)} layers converted, {len(self.skipped)} left float; "
+            f"{self.bytes_before / 2**20:.1f} MiB -> {self.bytes_after / 2**20:.1f} MiB ({ratio:.2f}x smaller)"
+        )
+
+
+def _module_bytes(module: nn.Module) -> int:
+    tensors = list(module.parameters(recurse=False)) + list(module.buffers(recurse=False))
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def _progress(items, enabled):
+    if enabled is None:
+        enabled = len(items) >= _PROGRESS_MIN_LAYERS
+    if not enabled:
+        return items
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # progress is a nicety, not a requirement
+        return items
+    return tqdm(items, desc="slimops.convert", unit="layer")
+
+
+def _set_child(model: nn.Module, qualified_name: str, new: nn.Module) -> None:
+    parent_name, _, child = qualified_name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, new)
+
+
+def convert(model: nn.Module, config: QuantConfig | None = None, *, progress: bool | None = None) -> ConversionSummary:
+    """Replace every nn.Linear of model (in place) by a QuantLinear, except
+    those config.skip names or that are smaller than config.min_features.
+    Returns a ConversionSummary (print it for the sizes before and after).
+    progress: a tqdm bar (None: only for models of 50 or more linear layers).
+    """
+    config = config or QuantConfig()
+    # Refuse an unsupported configuration before touching the model.
+    QuantLinear(1, 1, weight_bits=config.weight_bits, act_bits=config.act_bits, device="meta")
+    summary = ConversionSummary()
+    linears = [(name, m) for name, m in model.named_modules() if type(m) is nn.Linear]
+    for name, linear in _progress(linears, progress):
+        if any(fnmatch.fnmatchcase(name, pattern) for pattern in config.skip) or (
+            linear.in_features < config.min_features
+        ):
+            summary.skipped.append(name)
+            continue
+        quantized = QuantLinear.from_linear(linear, weight_bits=config.weight_bits, act_bits=config.act_bits)
+        _set_child(model, name, quantized)
+        summary.converted.append(name)
+        summary.bytes_before += _module_bytes(linear)
+        summary.bytes_after += _module_bytes(quantized)
+    return summary
+
+
+def to_float(model: nn.Module) -> nn.Module:
+    """Replace every QuantLinear of model (in place) by an nn.Linear holding its
+    dequantized weight; returns model."""
+    for name, module in [(n, m) for n, m in model.named_modules() if isinstance(m, QuantLinear)]:
+        _set_child(model, name, module.to_linear())
+    return model

