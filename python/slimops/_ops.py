@@ -29,7 +29,6 @@ register(
         cuda.quantize_per_token,
         ("cuda",),
         _F,
-        verified=False,
         why_not=lambda *a: None if cuda.HAS_CUDA_EXTENSION else "slimops._C was built without CUDA",
     ),
 )
@@ -43,7 +42,6 @@ register(
         cuda.int8_linear,
         ("cuda",),
         _F,
-        verified=False,
         why_not=lambda *a: None if cuda.HAS_TRITON else "triton is not installed",
     ),
 )
