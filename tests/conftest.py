@@ -43,13 +43,28 @@ def assert_within_roundoff(actual: torch.Tensor, expected: np.ndarray, magnitude
     is exact: |actual - expected| <= (EPILOGUE_FP32_ROUNDINGS * u(float32) +
     u(dtype)) * magnitude + ABS_FLOOR[dtype] elementwise, where magnitude is
     |acc * x_scale * w_scale| + |bias|; NaN exactly where expected is NaN."""
+    bound = (EPILOGUE_FP32_ROUNDINGS * ROUNDOFF[torch.float32] + ROUNDOFF[dtype]) * magnitude + ABS_FLOOR[dtype]
+    assert_within_bound(actual, expected, bound)
+
+
+# W4A16 (Triton): the float32 dot of K terms may round each partial sum toward zero
+# on tensor cores (up to 2 u each): this many u(float32) per term of sum |x| |w|.
+DOT_FP32_ROUNDINGS_PER_TERM = 2
+
+
+# W4A8: float32 roundings besides the group sum (float(d) exact below 2^24; the
+# product with w_scale, s_x * acc, + bias) plus one per group added up in order.
+W4A8_FP32_ROUNDINGS_PLUS_GROUPS = 3
+
+
+def assert_within_bound(actual: torch.Tensor, expected: np.ndarray, bound: np.ndarray):
+    """|actual - expected| <= bound elementwise; NaN exactly where expected is NaN."""
     a = to_numpy(actual).astype(np.float64)
     assert a.shape == expected.shape, (a.shape, expected.shape)
     nan = np.isnan(expected)
     assert np.array_equal(np.isnan(a), nan), "NaN positions differ from the reference"
     if not a.size:
         return
-    bound = (EPILOGUE_FP32_ROUNDINGS * ROUNDOFF[torch.float32] + ROUNDOFF[dtype]) * magnitude + ABS_FLOOR[dtype]
     excess = np.where(nan, -np.inf, np.abs(a - expected) - bound)
     worst = np.unravel_index(np.argmax(excess), excess.shape)
     assert excess[worst] <= 0, f"at {worst}: got {a[worst]}, want {expected[worst]}, bound {bound[worst]}"

@@ -14,6 +14,8 @@ FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 # Largest K the int8 kernels accept: 127 * 128 * K must fit in int32.
 INT8_MAX_K = _C.int8_linear_max_k
+# Largest K the W4A8 kernels accept: 127 * 15 * K must fit in int32.
+W4A8_MAX_K = _C.w4a8_linear_max_k
 
 
 def check_activation(op: str, x: torch.Tensor) -> None:
@@ -48,6 +50,51 @@ def check_int8_linear(x, w_int8, w_scale, bias) -> None:
     for name, t in (("w_int8", w_int8), ("w_scale", w_scale), ("bias", bias)):
         if t is not None and t.device != x.device:
             raise ValueError(f"slimops.{op}: {name} is on {t.device} but x is on {x.device}")
+
+
+def check_int4_linear(op, x, w_packed, w_scale, w_zero_point, group_size, bias) -> None:
+    """Checks shared by the ops taking a 4-bit group-wise weight (the layout of
+    slimops.quantize(w, bits=4, ...): packed nibbles, scales, zero points)."""
+    check_activation(op, x)
+    check_strided(op, w_packed=w_packed, w_scale=w_scale, w_zero_point=w_zero_point, bias=bias)
+    if w_packed.dtype != torch.uint8 or w_packed.dim() != 2:
+        raise TypeError(
+            f"slimops.{op}: w_packed must be a uint8 [N, ceil(K/2)] tensor, got {w_packed.dtype} {tuple(w_packed.shape)}"
+        )
+    k = x.shape[-1]
+    n, kh = w_packed.shape
+    if kh != (k + 1) // 2:
+        raise ValueError(f"slimops.{op}: x has K={k} features, so w_packed needs ceil(K/2)={(k + 1) // 2} columns, got {kh}")
+    if not w_packed.is_contiguous():
+        raise ValueError(f"slimops.{op}: w_packed must be contiguous (call .contiguous() once when preparing the weight)")
+    if not isinstance(group_size, int) or not (group_size == -1 or (group_size > 0 and k % group_size == 0)):
+        raise ValueError(
+            f"slimops.{op}: group_size={group_size} does not divide K={k}: use a positive divisor of K or -1 (per channel)"
+        )
+    groups = 1 if group_size == -1 else k // group_size
+    if w_scale.dtype != torch.float32 or tuple(w_scale.shape) != (n, groups):
+        raise ValueError(
+            f"slimops.{op}: w_scale must be float32 [N={n}, G={groups}] (K={k}, group_size={group_size}), "
+            f"got {w_scale.dtype} {tuple(w_scale.shape)}"
+        )
+    if w_zero_point is not None and (w_zero_point.dtype != torch.int32 or tuple(w_zero_point.shape) != (n, groups)):
+        raise ValueError(
+            f"slimops.{op}: w_zero_point must be None (symmetric) or int32 [N={n}, G={groups}], "
+            f"got {w_zero_point.dtype} {tuple(w_zero_point.shape)}"
+        )
+    if bias is not None and (not bias.is_floating_point() or tuple(bias.shape) != (n,)):
+        raise ValueError(f"slimops.{op}: bias must be a float [N={n}] tensor, got {bias.dtype} {tuple(bias.shape)}")
+    for name, t in (("w_packed", w_packed), ("w_scale", w_scale), ("w_zero_point", w_zero_point), ("bias", bias)):
+        if t is not None and t.device != x.device:
+            raise ValueError(f"slimops.{op}: {name} is on {t.device} but x is on {x.device}")
+
+
+def check_w4a8_linear(x, w_packed, w_scale, w_zero_point, group_size, bias) -> None:
+    check_int4_linear("w4a8_linear", x, w_packed, w_scale, w_zero_point, group_size, bias)
+    if x.shape[-1] > W4A8_MAX_K:
+        raise ValueError(
+            f"slimops.w4a8_linear: K={x.shape[-1]} exceeds {W4A8_MAX_K}, beyond which int32 accumulation could overflow"
+        )
 
 
 def check_strided(op: str, **tensors) -> None:

@@ -17,6 +17,9 @@ _lib = torch.library.Library("slimops", "DEF")
 
 _lib.define("quantize_per_token(Tensor x) -> (Tensor, Tensor)")
 _lib.define("int8_linear(Tensor x, Tensor w_int8, Tensor w_scale, Tensor? bias=None) -> Tensor")
+_INT4_LINEAR_ARGS = "Tensor x, Tensor w_packed, Tensor w_scale, Tensor? w_zero_point, int group_size, Tensor? bias=None"
+_lib.define(f"w4a8_linear({_INT4_LINEAR_ARGS}) -> Tensor")
+_lib.define(f"w4a16_linear({_INT4_LINEAR_ARGS}) -> Tensor")
 
 _F = _checks.FLOAT_DTYPES
 
@@ -46,6 +49,24 @@ register(
     ),
 )
 register("int8_linear", Kernel("torch", fallback.int8_linear, None, _F))
+
+register("w4a8_linear", Kernel("cpu_c", cpu.w4a8_linear, ("cpu",), _F))
+register("w4a8_linear", Kernel("torch", fallback.w4a8_linear, None, _F))
+
+# Passed its tests compiled on an H100. It is still slower than cuBLAS on a
+# dense fp16 weight (0.2-0.7x, README), but far faster than the fallback,
+# which dequantizes the whole weight on every call.
+register(
+    "w4a16_linear",
+    Kernel(
+        "cuda_triton",
+        cuda.w4a16_linear,
+        ("cuda",),
+        _F,
+        why_not=lambda *a: "triton is not installed" if not cuda.HAS_TRITON else cuda.w4a16_group_supported(*a),
+    ),
+)
+register("w4a16_linear", Kernel("torch", fallback.w4a16_linear, None, _F))
 
 
 # ---- quantize_per_token ----------------------------------------------------
@@ -96,3 +117,31 @@ def _int8_linear_backward(ctx, grad):
 torch.library.register_autograd(
     "slimops::int8_linear", _int8_linear_backward, setup_context=_int8_linear_setup, lib=_lib
 )
+
+
+# ---- w4a8_linear -------------------------------------------------------------
+@torch.library.impl(_lib, "w4a8_linear", "CompositeExplicitAutograd")
+def _w4a8_linear(x, w_packed, w_scale, w_zero_point, group_size, bias=None):
+    _checks.check_w4a8_linear(x, w_packed, w_scale, w_zero_point, group_size, bias)
+    args = (x, w_packed, w_scale, w_zero_point, group_size, bias)
+    return choose("w4a8_linear", x.device, x.dtype, args).run(*args)
+
+
+@torch.library.register_fake("slimops::w4a8_linear", lib=_lib)
+def _w4a8_linear_fake(x, w_packed, w_scale, w_zero_point, group_size, bias=None):
+    _checks.check_w4a8_linear(x, w_packed, w_scale, w_zero_point, group_size, bias)
+    return x.new_empty((*x.shape[:-1], w_packed.shape[0]))
+
+
+# ---- w4a16_linear ------------------------------------------------------------
+@torch.library.impl(_lib, "w4a16_linear", "CompositeExplicitAutograd")
+def _w4a16_linear(x, w_packed, w_scale, w_zero_point, group_size, bias=None):
+    _checks.check_int4_linear("w4a16_linear", x, w_packed, w_scale, w_zero_point, group_size, bias)
+    args = (x, w_packed, w_scale, w_zero_point, group_size, bias)
+    return choose("w4a16_linear", x.device, x.dtype, args).run(*args)
+
+
+@torch.library.register_fake("slimops::w4a16_linear", lib=_lib)
+def _w4a16_linear_fake(x, w_packed, w_scale, w_zero_point, group_size, bias=None):
+    _checks.check_int4_linear("w4a16_linear", x, w_packed, w_scale, w_zero_point, group_size, bias)
+    return x.new_empty((*x.shape[:-1], w_packed.shape[0]))

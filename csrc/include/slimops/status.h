@@ -12,6 +12,7 @@ enum class Status : int {
   kNullPointer = 3,
   kBadStride = 4,
   kOutOfMemory = 5,
+  kBadZeroPoint = 6,
 };
 
 inline const char* status_message(Status s) {
@@ -28,6 +29,8 @@ inline const char* status_message(Status s) {
       return "a row stride is smaller than the row length";
     case Status::kOutOfMemory:
       return "out of memory for the kernel's scratch buffer";
+    case Status::kBadZeroPoint:
+      return "a 4-bit zero point is outside 0..15";
   }
   return "unknown error";
 }

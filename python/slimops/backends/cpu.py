@@ -12,6 +12,19 @@ def _rows_f32(x: torch.Tensor) -> torch.Tensor:
     return x2 if x2.dtype == torch.float32 else x2.float()
 
 
+def _bias_f32(bias):
+    if bias is None or (bias.dtype == torch.float32 and bias.is_contiguous()):
+        return bias
+    return bias.to(torch.float32).contiguous()
+
+
+def _as_output(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """The float32 [rows, N] kernel output in x's leading shape and dtype."""
+    if x.dim() != 2:
+        y = y.reshape(*x.shape[:-1], y.shape[-1])
+    return y if x.dtype == torch.float32 else y.to(x.dtype)
+
+
 def quantize_per_token(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     x2 = _rows_f32(x)
     rows, cols = x2.shape
@@ -31,8 +44,7 @@ def int8_linear(x, w_int8, w_scale, bias):
     # Per-call overhead matters at M=1: convert only what needs it.
     if w_scale.dim() != 1 or not w_scale.is_contiguous():
         w_scale = w_scale.reshape(-1).contiguous()
-    if bias is not None and (bias.dtype != torch.float32 or not bias.is_contiguous()):
-        bias = bias.to(torch.float32).contiguous()
+    bias = _bias_f32(bias)
     _C.int8_linear_cpu(
         x2.data_ptr(),
         rows,
@@ -45,6 +57,30 @@ def int8_linear(x, w_int8, w_scale, bias):
         y.data_ptr(),
         torch.get_num_threads(),
     )
-    if x.dim() != 2:
-        y = y.reshape(*x.shape[:-1], n)
-    return y if x.dtype == torch.float32 else y.to(x.dtype)
+    return _as_output(y, x)
+
+
+def w4a8_linear(x, w_packed, w_scale, w_zero_point, group_size, bias):
+    x2 = _rows_f32(x)
+    rows, k = x2.shape
+    n = w_packed.shape[0]
+    y = torch.empty((rows, n), dtype=torch.float32)
+    w_scale = w_scale.contiguous()
+    if w_zero_point is not None:
+        w_zero_point = w_zero_point.contiguous()
+    bias = _bias_f32(bias)
+    _C.w4a8_linear_cpu(
+        x2.data_ptr(),
+        rows,
+        k,
+        x2.stride(0),
+        w_packed.data_ptr(),
+        n,
+        w_scale.data_ptr(),
+        0 if w_zero_point is None else w_zero_point.data_ptr(),
+        group_size,
+        0 if bias is None else bias.data_ptr(),
+        y.data_ptr(),
+        torch.get_num_threads(),
+    )
+    return _as_output(y, x)

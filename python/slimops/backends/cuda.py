@@ -43,3 +43,17 @@ def int8_linear(x, w_int8, w_scale, bias):
     n = w_int8.shape[0]
     y = triton_int8_linear(as_rows(q), x_scale.reshape(-1), w_int8, w_scale, bias, out_dtype=x.dtype)
     return y.reshape(*x.shape[:-1], n)
+
+
+def w4a16_linear(x, w_packed, w_scale, w_zero_point, group_size, bias):
+    from ..kernels.w4a16_linear import w4a16_linear as triton_w4a16_linear
+
+    y = triton_w4a16_linear(as_rows(x), w_packed, w_scale, w_zero_point, group_size, bias)
+    return y.reshape(*x.shape[:-1], w_packed.shape[0])
+
+
+def w4a16_group_supported(x, w_packed, w_scale, w_zero_point, group_size, bias):
+    """The Triton W4A16 kernel takes per-channel groups or power-of-two group sizes."""
+    if group_size == -1 or (group_size >= 2 and group_size & (group_size - 1) == 0):
+        return None
+    return f"group_size={group_size} is not -1 or a power of two"

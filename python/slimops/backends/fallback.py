@@ -35,3 +35,37 @@ def int8_linear(x, w_int8, w_scale, bias):
     if bias is not None:
         y = y + bias.double()
     return y.to(x.dtype)
+
+
+def _int4_weight(w_packed, w_zero_point, groups, k):
+    """(u - z) as int16 [N, G, K / G] from the packed nibbles (z = 8 when symmetric)."""
+    if w_zero_point is not None and w_zero_point.numel() and bool(((w_zero_point < 0) | (w_zero_point > 15)).any()):
+        raise ValueError("a 4-bit zero point is outside 0..15")
+    n = w_packed.shape[0]
+    p = w_packed.to(torch.int16)
+    u = torch.stack([p & 0xF, p >> 4], dim=-1).reshape(n, -1)[:, :k]
+    z = torch.full((n, groups), 8, dtype=torch.int16, device=w_packed.device) if w_zero_point is None else w_zero_point
+    return u.reshape(n, groups, k // groups if groups else 0) - z[..., None]
+
+
+def w4a8_linear(x, w_packed, w_scale, w_zero_point, group_size, bias):
+    k = x.shape[-1]
+    n = w_packed.shape[0]
+    groups = w_scale.shape[1]
+    q, x_scale = quantize_per_token(x)
+    # Exact in float64: every group sum is an integer below 2^31.
+    uz = _int4_weight(w_packed, w_zero_point, groups, k).double()
+    qg = q.reshape(-1, groups, uz.shape[-1]).double()
+    d = torch.einsum("mjk,njk->mnj", qg, uz)
+    y = (d * w_scale.double()).sum(dim=-1) * x_scale.reshape(-1, 1).double()
+    if bias is not None:
+        y = y + bias.double()
+    return y.reshape(*x.shape[:-1], n).to(x.dtype)
+
+
+def w4a16_linear(x, w_packed, w_scale, w_zero_point, group_size, bias):
+    k = x.shape[-1]
+    n = w_packed.shape[0]
+    w = (_int4_weight(w_packed, w_zero_point, w_scale.shape[1], k).float() * w_scale[..., None]).reshape(n, k)
+    bias = None if bias is None else bias.float()
+    return torch.nn.functional.linear(x.float(), w, bias).to(x.dtype)

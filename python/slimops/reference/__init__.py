@@ -14,6 +14,8 @@ from .quant import (
     quantize_per_token,
     unpack_int4,
 )
+from .w4a8_linear import w4a8_linear
+from .w4a16_linear import w4a16_linear
 
 __all__ = [
     "dequantize",
