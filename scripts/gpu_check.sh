@@ -70,8 +70,9 @@ build() {
 }
 
 # pytest and hypothesis are on the GPU image (device KINDS.md).
+# pytest-xdist is there too: -n 8 compiles the Triton configs in parallel.
 run_tests() {
-  SLIMOPS_ALLOW_UNVERIFIED=1 "$PY" -m pytest -q -rfs -p no:cacheprovider "$@"
+  SLIMOPS_ALLOW_UNVERIFIED=1 "$PY" -m pytest -q -rfs -p no:cacheprovider -n 8 "$@"
 }
 
 # bench SECONDS_LEFT
