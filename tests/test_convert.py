@@ -55,8 +55,15 @@ def test_progress_bar_is_optional():
 def test_unsupported_configuration_is_refused_before_any_change():
     model = mlp()
     with pytest.raises(ValueError, match="weight_bits"):
-        slimops.convert(model, QuantConfig(weight_bits=4))
+        slimops.convert(model, QuantConfig(weight_bits=8, act_bits=None))
     assert all(type(m) is not QuantLinear for m in model.modules())
+
+
+def test_four_bit_conversion_skips_layers_the_group_does_not_divide():
+    model = nn.Sequential(nn.Linear(64, 48), nn.ReLU(), nn.Linear(48, 8))
+    summary = slimops.convert(model, QuantConfig(weight_bits=4, act_bits=None, group_size=32))
+    assert summary.converted == ["0"] and summary.skipped == ["2"]
+    assert model[0].weight_bits == 4 and model[0].act_bits is None
 
 
 def test_fine_tuning_after_quantization_lowers_the_loss():
@@ -90,8 +97,9 @@ def test_fine_tuning_after_quantization_lowers_the_loss():
     assert after < 0.7 * before, (before, after)
 
 
-def test_enable_finetuning_starts_from_the_int8_weight():
-    m = QuantLinear.from_linear(nn.Linear(16, 8)).enable_finetuning()
+@pytest.mark.parametrize("config", [(8, 8, -1, True), (4, 8, 8, False), (4, None, 16, True)])
+def test_enable_finetuning_starts_from_the_quantized_weight(config):
+    m = QuantLinear.from_linear(nn.Linear(16, 8), *config).enable_finetuning()
     torch.testing.assert_close(m.weight.detach(), m.dequantized_weight())
     m.train()
     x = torch.randn(3, 16, requires_grad=True)

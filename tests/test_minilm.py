@@ -39,3 +39,22 @@ def test_w8a8_embeddings_stay_close(model):
     cosine = torch.nn.functional.cosine_similarity(reference, embeddings(quantized))
     assert cosine.mean() >= 0.995, cosine.mean()
     assert cosine.min() >= 0.98, cosine.min()
+
+
+@pytest.mark.parametrize(
+    "config,floor",
+    [
+        # Issue 3 asks >= 0.98 for W4A16 group 128; plain round-to-nearest gives 0.961 (asymmetric) and
+        # 0.943 (symmetric), so that target is not met yet. These floors guard what is measured.
+        (slimops.QuantConfig(weight_bits=4, act_bits=None, group_size=128, symmetric=False), 0.955),
+        (slimops.QuantConfig(weight_bits=4, act_bits=8, group_size=32, symmetric=False), 0.97),
+    ],
+    ids=["w4a16-g128-asym", "w4a8-g32-asym"],
+)
+def test_four_bit_embeddings(model, config, floor):
+    reference = embeddings(model)
+    quantized = copy.deepcopy(model)
+    summary = slimops.convert(quantized, config)
+    assert summary.bytes_after < summary.bytes_before / 5
+    cosine = torch.nn.functional.cosine_similarity(reference, embeddings(quantized))
+    assert cosine.mean() >= floor, cosine.mean()

@@ -1,4 +1,5 @@
-"""slimops.nn.QuantLinear: a drop-in nn.Linear running int8_linear."""
+"""slimops.nn.QuantLinear: a drop-in nn.Linear running int8_linear (W8A8),
+w4a8_linear (W4A8) or w4a16_linear (W4A16)."""
 
 import io
 
@@ -15,12 +16,18 @@ def linear(k=64, n=48, bias=True, seed=0):
     return nn.Linear(k, n, bias=bias)
 
 
-def test_close_to_the_float_layer():
+# (weight_bits, act_bits, group_size, symmetric), and the relative error allowed against the float layer.
+CONFIGS = [((8, 8, -1, True), 0.02), ((4, 8, 32, True), 0.15), ((4, None, 16, False), 0.1), ((4, None, -1, True), 0.2)]
+CONFIG_IDS = ["w8a8", "w4a8-g32", "w4a16-g16-asym", "w4a16-channel"]
+
+
+@pytest.mark.parametrize("config,tolerance", CONFIGS, ids=CONFIG_IDS)
+def test_close_to_the_float_layer(config, tolerance):
     lin = linear()
     x = torch.randn(8, 64)
-    y = QuantLinear.from_linear(lin)(x)
+    y = QuantLinear.from_linear(lin, *config)(x)
     ref = lin(x)
-    assert (y - ref).norm() / ref.norm() < 0.02
+    assert (y - ref).norm() / ref.norm() < tolerance
 
 
 @pytest.mark.parametrize("bias", [True, False])
@@ -30,14 +37,27 @@ def test_forward_is_the_op(bias):
     y = torch.ops.slimops.int8_linear(x, m.qweight, m.weight_scale, m.bias)
     assert torch.equal(m(x), y)
     assert m(x).shape == (2, 3, 48)
+    m4 = QuantLinear.from_linear(linear(bias=bias), 4, 8, 32, False)
+    y4 = torch.ops.slimops.w4a8_linear(x, m4.qweight, m4.weight_scale, m4.weight_zero_point, 32, m4.bias)
+    assert torch.equal(m4(x), y4)
 
 
-def test_state_dict_round_trip_is_bit_exact():
-    m = QuantLinear.from_linear(linear())
+@pytest.mark.parametrize("config", [c for c, _ in CONFIGS], ids=CONFIG_IDS)
+def test_dequantized_weight_matches_the_format(config):
+    lin = linear()
+    m = QuantLinear.from_linear(lin, *config)
+    qw = slimops.quantize(lin.weight.detach(), bits=config[0], group_size=config[2], symmetric=config[3])
+    assert torch.equal(m.dequantized_weight(), qw.dequantize())
+    assert torch.equal(m.to_linear().weight, qw.dequantize())
+
+
+@pytest.mark.parametrize("config", [c for c, _ in CONFIGS], ids=CONFIG_IDS)
+def test_state_dict_round_trip_is_bit_exact(config):
+    m = QuantLinear.from_linear(linear(), *config)
     buf = io.BytesIO()
     torch.save(m.state_dict(), buf)
     buf.seek(0)
-    m2 = QuantLinear(64, 48)
+    m2 = QuantLinear(64, 48, True, *config)
     m2.load_state_dict(torch.load(buf, weights_only=True))
     for key, value in m.state_dict().items():
         if isinstance(value, torch.Tensor):
@@ -53,7 +73,8 @@ def test_state_dict_round_trip_is_bit_exact():
         (lambda sd: sd.__setitem__("qweight", sd["qweight"][:, :10]), "qweight"),
         (lambda sd: sd.__setitem__("weight_scale", sd["weight_scale"].half()), "weight_scale"),
         (lambda sd: sd.__setitem__("weight_scale", sd["weight_scale"] * float("inf")), "NaN or Inf"),
-        (lambda sd: sd.__setitem__("_extra_state", {"format": "slimops.QuantLinear.w8a8", "version": 9}), "version"),
+        (lambda sd: sd.__setitem__("_extra_state", {**sd["_extra_state"], "version": 9}), "version"),
+        (lambda sd: sd.__setitem__("_extra_state", {**sd["_extra_state"], "weight_bits": 4}), "saved with"),
         (lambda sd: sd.__setitem__("_extra_state", {"format": "other"}), "format"),
     ],
 )
@@ -107,7 +128,20 @@ def test_bad_construction():
     with pytest.raises(TypeError, match="nn.Linear"):
         QuantLinear.from_linear(nn.Conv2d(3, 3, 1))
     with pytest.raises(ValueError, match="weight_bits"):
-        QuantLinear.from_linear(linear(), weight_bits=4)
+        QuantLinear.from_linear(linear(), weight_bits=8, act_bits=None)  # W8A16: not yet
+    with pytest.raises(ValueError, match="weight_bits"):
+        QuantLinear.from_linear(linear(), weight_bits=3)
+    with pytest.raises(ValueError, match="per output channel"):
+        QuantLinear.from_linear(linear(), weight_bits=8, group_size=32)
+    with pytest.raises(ValueError, match="does not divide"):
+        QuantLinear.from_linear(linear(), weight_bits=4, group_size=48)
+
+
+def test_corrupted_zero_points_are_refused():
+    sd = QuantLinear.from_linear(linear(), 4, 8, 32, False).state_dict()
+    sd["weight_zero_point"] = sd["weight_zero_point"] + 16
+    with pytest.raises(RuntimeError, match="outside 0..15"):
+        QuantLinear(64, 48, True, 4, 8, 32, False).load_state_dict(sd)
 
 
 def test_half_inputs():

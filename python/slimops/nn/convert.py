@@ -15,15 +15,19 @@ _PROGRESS_MIN_LAYERS = 50
 
 @dataclass(frozen=True)
 class QuantConfig:
-    """What convert() does to each nn.Linear it matches.
+    """What convert() does to each nn.Linear it matches (QuantLinear's
+    weight_bits, act_bits, group_size and symmetric).
 
     skip: fnmatch patterns of qualified module names to leave alone (e.g.
     "classifier", "*.lm_head"); min_features: layers with fewer input features
-    stay float (their quantization overhead outweighs the bytes saved).
+    stay float (their quantization overhead outweighs the bytes saved). Layers
+    whose input features group_size does not divide stay float too.
     """
 
     weight_bits: int = 8
     act_bits: int | None = 8
+    group_size: int = -1
+    symmetric: bool = True
     skip: tuple[str, ...] = ()
     min_features: int = 0
 
@@ -74,16 +78,22 @@ def convert(model: nn.Module, config: QuantConfig | None = None, *, progress: bo
     """
     config = config or QuantConfig()
     # Refuse an unsupported configuration before touching the model.
-    QuantLinear(1, 1, weight_bits=config.weight_bits, act_bits=config.act_bits, device="meta")
+    probe_features = max(config.group_size, 1)
+    QuantLinear(probe_features, 1, weight_bits=config.weight_bits, act_bits=config.act_bits,
+                group_size=config.group_size, symmetric=config.symmetric, device="meta")
     summary = ConversionSummary()
     linears = [(name, m) for name, m in model.named_modules() if type(m) is nn.Linear]
     for name, linear in _progress(linears, progress):
-        if any(fnmatch.fnmatchcase(name, pattern) for pattern in config.skip) or (
-            linear.in_features < config.min_features
+        indivisible = config.group_size > 0 and linear.in_features % config.group_size != 0
+        if (
+            any(fnmatch.fnmatchcase(name, pattern) for pattern in config.skip)
+            or linear.in_features < config.min_features
+            or indivisible
         ):
             summary.skipped.append(name)
             continue
-        quantized = QuantLinear.from_linear(linear, weight_bits=config.weight_bits, act_bits=config.act_bits)
+        quantized = QuantLinear.from_linear(linear, config.weight_bits, config.act_bits, config.group_size,
+                                            config.symmetric)
         _set_child(model, name, quantized)
         summary.converted.append(name)
         summary.bytes_before += _module_bytes(linear)
