@@ -102,3 +102,14 @@ def test_int4_helpers_match_reference():
     packed = qmod.pack_int4(q)
     np.testing.assert_array_equal(packed.numpy(), ref.pack_int4(q.numpy()))
     assert torch.equal(qmod.unpack_int4(packed, 9), q)
+
+
+@pytest.mark.parametrize("bits,group_size,symmetric", [(8, -1, True), (4, 32, False)])
+def test_safetensors_round_trip_is_bit_exact(tmp_path, bits, group_size, symmetric):
+    safetensors_torch = pytest.importorskip("safetensors.torch")
+    qw = slimops.quantize(weight(), bits=bits, group_size=group_size, symmetric=symmetric)
+    path = tmp_path / "w.safetensors"
+    safetensors_torch.save_file(qw.state_dict(), str(path))
+    back = QuantizedWeight.from_state_dict(safetensors_torch.load_file(str(path)))
+    for key, value in qw.state_dict().items():
+        assert torch.equal(back.state_dict()[key], value), key
