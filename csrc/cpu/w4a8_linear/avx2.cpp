@@ -139,12 +139,11 @@ inline __m256i load(const int8_t* p) { return _mm256_loadu_si256(reinterpret_cas
 bool gemv8(const Tile& t, int64_t m, int64_t n, int rows) {
   GroupWalk walk(t, n, rows);
   RowAcc acc;
-  const int8_t* a = t.qb + m * t.Kb;
   for (int64_t b = 0; b < t.Kb / kBlock; ++b) {
     bool ends[4];
     GroupParams params[4];
     const int count = walk.block(b, ends, params);
-    const int8_t* ab = a + b * kBlock;
+    const int8_t* ab = activation_block(t, m, b);
     const __m256i e0 = load(ab), e1 = load(ab + 32), o0 = load(ab + 64), o1 = load(ab + 96);
     __m256i lo[kRows], hi[kRows];
     for (int r = 0; r < kRows; ++r) {
@@ -186,7 +185,7 @@ bool gemm8(const Tile& t, int64_t n, int rows) {
         unpack32(row, t.Kh, 64 * b + 32, w[r][2], w[r][3]);
       }
       for (int64_t i = 0; i < m_count; ++i) {
-        const int8_t* ab = t.qb + (m0 + i) * t.Kb + b * kBlock;
+        const int8_t* ab = activation_block(t, m0 + i, b);
         const __m256i e0 = load(ab), e1 = load(ab + 32), o0 = load(ab + 64), o1 = load(ab + 96);
         __m256i lo[kRows], hi[kRows];
         for (int r = 0; r < kRows; ++r) {

@@ -4,6 +4,9 @@
 // Activation layout of the SIMD paths (kernel-private, built per call): each
 // row is cut into blocks of 128 K values, zero padded at the end; a block
 // holds its 64 even elements (k = 0, 2, ..., 126) and then its 64 odd ones.
+// Blocks are stored block-major, [Kb / 128][M][128]: the rows a tile reads
+// together for one block are contiguous (row-major, M rows 4096 bytes apart
+// would all fall into the same L1 sets and evict each other).
 // Byte i of a 64-byte slice of packed weights then pairs with element i of
 // the even half (low nibble, u[2i]) and of the odd half (high nibble,
 // u[2i+1]): the nibbles are unpacked with one and/shift each and no shuffle,
@@ -26,7 +29,7 @@ constexpr int64_t kSubgroup = 32;   // the SIMD paths reduce 32-K subgroups; g m
 // A rectangle [m_begin, m_end) x [n_begin, n_end) of the output.
 struct Tile {
   const int8_t* q;        // [M, K] quantized activations (scalar path)
-  const int8_t* qb;       // [M, Kb] the block layout above, Kb = K rounded up to kBlock (SIMD paths)
+  const int8_t* qb;       // [Kb / kBlock, M, kBlock] the block layout above, Kb = K rounded up to kBlock (SIMD paths)
   const int32_t* qgsum;   // [M, G] sum of q over each group
   const float* x_scale;   // [M]
   const uint8_t* w;       // [N, Kh] packed, Kh = ceil(K / 2)
@@ -34,7 +37,7 @@ struct Tile {
   const int32_t* w_zero;  // [N, G], or null: every zero point is 8
   const float* bias;      // [N] or null
   float* y;               // [M, N]
-  int64_t K, Kb, Kh, N, G, group;
+  int64_t M, K, Kb, Kh, N, G, group;
   int64_t m_begin, m_end, n_begin, n_end;
 };
 // Returns false when a zero point it read is outside 0..15 (its outputs are
@@ -52,6 +55,9 @@ inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 inline int64_t subgroups_per_group(const Tile& t) {
   return t.G == 1 ? (t.K + kSubgroup - 1) / kSubgroup : t.group / kSubgroup;
 }
+
+// Block b of activation row m in the block layout.
+inline const int8_t* activation_block(const Tile& t, int64_t m, int64_t b) { return t.qb + (b * t.M + m) * kBlock; }
 
 // The last two float32 steps, shared so every ISA rounds identically.
 inline float finish_output(float acc, float x_scale, const float* bias, int64_t n) {

@@ -60,13 +60,12 @@ std::unique_ptr<T[]> scratch(int64_t n) {
 }
 
 // Row m of the SIMD layout (kernels.h): per 128-K block its even elements,
-// then its odd ones, zero padded past K.
-void interleave_row(const int8_t* q, int64_t K, int64_t Kb, int8_t* out) {
-  std::fill(out, out + Kb, int8_t{0});
+// then its odd ones, zero padded past K; block b at out + b * M * kBlock.
+void interleave_row(const int8_t* q, int64_t K, int64_t Kb, int64_t M, int8_t* out) {
+  for (int64_t b = 0; b < Kb / kBlock; ++b) std::fill(out + b * M * kBlock, out + b * M * kBlock + kBlock, int8_t{0});
   for (int64_t k = 0; k < K; ++k) {
-    const int64_t block = k / kBlock * kBlock;
-    const int64_t i = k - block;
-    out[block + (i % 2) * 64 + i / 2] = q[k];
+    const int64_t i = k % kBlock;
+    out[k / kBlock * M * kBlock + (i % 2) * 64 + i / 2] = q[k];
   }
 }
 
@@ -112,7 +111,7 @@ Status w4a8_linear_cpu(const float* x, int64_t M, int64_t K, int64_t x_row_strid
         for (int64_t k = j * group; k < (j + 1) * group; ++k) sum += qm[k];
         qgsum[m * G + j] = sum;
       }
-      if (simd) interleave_row(qm, K, Kb, qb.get() + m * Kb);
+      if (simd) interleave_row(qm, K, Kb, M, qb.get() + m * kBlock);
     }
   });
 
@@ -128,7 +127,7 @@ Status w4a8_linear_cpu(const float* x, int64_t M, int64_t K, int64_t x_row_strid
   const int64_t n_tiles = (N + n_block - 1) / n_block;
   const TileFn tile = simd ? isa.tile : w4a8_linear::tile_scalar;
   const Tile base{q.get(), qb.get(), qgsum.get(), x_scale.get(), w, w_scale, w_zero, bias, y,
-                  K, Kb, Kh, N, G, group, 0, 0, 0, 0};
+                  M, K, Kb, Kh, N, G, group, 0, 0, 0, 0};
   std::atomic<bool> ok{true};
   parallel_for(m_tiles * n_tiles, nthreads, [&](int64_t task) {
     Tile t = base;
