@@ -89,14 +89,14 @@ PYBIND11_MODULE(_C, m) {
 
   m.def(
       "int8_linear_cpu",
-      [](uintptr_t x, int64_t M, int64_t K, int64_t x_row_stride, uintptr_t w, int64_t N, uintptr_t w_scale,
-         uintptr_t bias, uintptr_t y, int nthreads) {
-        raise_if_failed(int8_linear_cpu(ptr<const float>(x), M, K, x_row_stride, ptr<const int8_t>(w), N,
-                                        ptr<const float>(w_scale), ptr<const float>(bias), ptr<float>(y), nthreads),
+      [](uintptr_t x, int64_t M, int64_t K, int64_t x_row_stride, float static_x_scale, uintptr_t w, int64_t N,
+         uintptr_t w_scale, uintptr_t bias, uintptr_t y, int nthreads) {
+        raise_if_failed(int8_linear_cpu(ptr<const float>(x), M, K, x_row_stride, static_x_scale, ptr<const int8_t>(w),
+                                        N, ptr<const float>(w_scale), ptr<const float>(bias), ptr<float>(y), nthreads),
                         "int8_linear");
       },
-      py::arg("x"), py::arg("M"), py::arg("K"), py::arg("x_row_stride"), py::arg("w"), py::arg("N"),
-      py::arg("w_scale"), py::arg("bias"), py::arg("y"), py::arg("nthreads"),
+      py::arg("x"), py::arg("M"), py::arg("K"), py::arg("x_row_stride"), py::arg("static_x_scale"), py::arg("w"),
+      py::arg("N"), py::arg("w_scale"), py::arg("bias"), py::arg("y"), py::arg("nthreads"),
       py::call_guard<py::gil_scoped_release>());
 
   m.attr("int8_linear_max_k") = kInt8LinearMaxK;

@@ -328,11 +328,11 @@ def test_k_beyond_exact_int32_range_is_refused():
 def test_native_entry_refuses_bad_sizes():
     # The last line of defence below the Python checks.
     with pytest.raises(ValueError, match="negative"):
-        slimops._C.int8_linear_cpu(0, -1, 4, 4, 0, 4, 0, 0, 0, 1)
+        slimops._C.int8_linear_cpu(0, -1, 4, 4, 0.0, 0, 4, 0, 0, 0, 1)
     with pytest.raises(ValueError, match="larger"):
-        slimops._C.int8_linear_cpu(0, 1, slimops._C.int8_linear_max_k + 1, 1 << 20, 0, 1, 0, 0, 0, 1)
+        slimops._C.int8_linear_cpu(0, 1, slimops._C.int8_linear_max_k + 1, 1 << 20, 0.0, 0, 1, 0, 0, 0, 1)
     with pytest.raises(ValueError, match="null"):
-        slimops._C.int8_linear_cpu(0, 1, 4, 4, 0, 4, 0, 0, 0, 1)
+        slimops._C.int8_linear_cpu(0, 1, 4, 4, 0.0, 0, 4, 0, 0, 0, 1)
 
 
 def run_python(code, **env):
@@ -385,3 +385,75 @@ def test_quantize_per_token_torch_compile_fullgraph():
     q, scale = f(x)
     q_ref, s_ref = quant_op(x)
     assert torch.equal(q, q_ref) and torch.equal(scale, s_ref)
+
+
+# ---- static activation scale ---------------------------------------------------
+def check_static_against_reference(x, w, s, b, x_scale):
+    y = op(x, w, s, b, x_scale)
+    xn, sv = to_numpy(x), float(x_scale)
+    expected = ref.int8_linear(xn, w.numpy(), s.numpy(), None if b is None else b.numpy(), static_x_scale=sv)
+    q, _ = ref.quantize_per_token(xn, sv)
+    mag = np.abs(q.astype(np.float64)) @ np.abs(w.numpy().astype(np.float64)).T * sv * s.numpy().astype(np.float64)
+    if b is not None:
+        mag = mag + np.abs(b.numpy()).astype(np.float64)
+    assert_within_roundoff(y, expected, mag, x.dtype)
+    return y
+
+
+def test_static_scale_matches_reference(cpu_isa):
+    x, w, s, b = make_inputs(9, 130, 21)
+    x[2, 5] = float("nan")  # still a NaN row
+    x_scale = torch.tensor([0.01])  # values past 1.27 clamp to +-127
+    y = check_static_against_reference(x, w, s, b, x_scale)
+    assert torch.isnan(y[2]).all()
+    np.testing.assert_array_equal(
+        fallback.quantize_per_token(x, x_scale)[0].numpy(), ref.quantize_per_token(x.numpy(), 0.01)[0]
+    )
+
+
+def test_static_scale_of_one_is_exact_on_integers(cpu_isa):
+    g = torch.Generator().manual_seed(5)
+    x = torch.randint(-127, 128, (4, 300), generator=g).float()
+    w = torch.randint(-128, 128, (7, 300), dtype=torch.int8, generator=g)
+    y = op(x, w, torch.ones(7), None, torch.ones(()))
+    np.testing.assert_array_equal(y.numpy().astype(np.int64), ref.int8_matmul(x.numpy().astype(np.int8), w.numpy()))
+
+
+def test_static_scale_fallback_opcheck_compile_and_gradient():
+    x, w, s, b = make_inputs(5, 48, 16)
+    x_scale = torch.tensor(0.02)
+    expected = op(x, w, s, b, x_scale)
+    torch.testing.assert_close(fallback.int8_linear(x, w, s, b, x_scale), expected)
+    torch.library.opcheck(op.default, (x.requires_grad_(True), w, s, b, x_scale))
+    f = torch.compile(lambda x: op(x, w, s, b, x_scale), fullgraph=True)
+    torch.testing.assert_close(f(x.detach()), expected)
+    op(x, w, s, b, x_scale).sum().backward()
+    torch.testing.assert_close(x.grad, (w.float() * s[:, None]).sum(0).expand(5, 48))
+
+
+@pytest.mark.parametrize(
+    "x_scale,match",
+    [
+        (torch.tensor(0.0), "positive and finite"),
+        (torch.tensor(-1.0), "positive and finite"),
+        (torch.tensor(float("nan")), "positive and finite"),
+        (torch.tensor(float("inf")), "positive and finite"),
+        (torch.tensor(1e-45), "positive and finite"),  # 1 / scale overflows
+        (torch.tensor([0.1, 0.2]), "one float32 value"),
+        (torch.tensor(0.1, dtype=torch.float64), "one float32 value"),
+        (torch.tensor(0.1, device="meta"), "x_scale is on meta"),
+    ],
+)
+def test_bad_static_scales(x_scale, match):
+    x, w, s, b = make_inputs(2, 16, 8)
+    with pytest.raises(ValueError, match=match):
+        op(x, w, s, b, x_scale)
+
+
+def test_native_entry_refuses_bad_static_scales():
+    x, w, s, _ = make_inputs(1, 8, 2)
+    y = torch.empty(1, 2)
+    for bad_scale in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="static activation scale"):
+            slimops._C.int8_linear_cpu(x.data_ptr(), 1, 8, 8, bad_scale, w.data_ptr(), 2, s.data_ptr(), 0,
+                                       y.data_ptr(), 1)

@@ -28,10 +28,15 @@ def check_activation(op: str, x: torch.Tensor) -> None:
     check_strided(op, x=x)
 
 
-def check_int8_linear(x, w_int8, w_scale, bias) -> None:
+def check_int8_linear(x, w_int8, w_scale, bias, x_scale=None) -> None:
     op = "int8_linear"
     check_activation(op, x)
-    check_strided(op, w_int8=w_int8, w_scale=w_scale, bias=bias)
+    check_strided(op, w_int8=w_int8, w_scale=w_scale, bias=bias, x_scale=x_scale)
+    if x_scale is not None and (x_scale.dtype != torch.float32 or x_scale.numel() != 1):
+        raise ValueError(
+            f"slimops.{op}: x_scale (a static activation scale) must be one float32 value, "
+            f"got {x_scale.dtype} {tuple(x_scale.shape)}"
+        )
     if w_int8.dtype != torch.int8 or w_int8.dim() != 2:
         raise TypeError(f"slimops.{op}: w_int8 must be an int8 [N, K] tensor, got {w_int8.dtype} {tuple(w_int8.shape)}")
     n, k = w_int8.shape
@@ -47,7 +52,7 @@ def check_int8_linear(x, w_int8, w_scale, bias) -> None:
         )
     if bias is not None and (not bias.is_floating_point() or tuple(bias.shape) != (n,)):
         raise ValueError(f"slimops.{op}: bias must be a float [N={n}] tensor, got {bias.dtype} {tuple(bias.shape)}")
-    for name, t in (("w_int8", w_int8), ("w_scale", w_scale), ("bias", bias)):
+    for name, t in (("w_int8", w_int8), ("w_scale", w_scale), ("bias", bias), ("x_scale", x_scale)):
         if t is not None and t.device != x.device:
             raise ValueError(f"slimops.{op}: {name} is on {t.device} but x is on {x.device}")
 

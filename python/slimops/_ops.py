@@ -16,7 +16,7 @@ from .backends.registry import Kernel, choose, register
 _lib = torch.library.Library("slimops", "DEF")
 
 _lib.define("quantize_per_token(Tensor x) -> (Tensor, Tensor)")
-_lib.define("int8_linear(Tensor x, Tensor w_int8, Tensor w_scale, Tensor? bias=None) -> Tensor")
+_lib.define("int8_linear(Tensor x, Tensor w_int8, Tensor w_scale, Tensor? bias=None, Tensor? x_scale=None) -> Tensor")
 _INT4_LINEAR_ARGS = "Tensor x, Tensor w_packed, Tensor w_scale, Tensor? w_zero_point, int group_size, Tensor? bias=None"
 _lib.define(f"w4a8_linear({_INT4_LINEAR_ARGS}) -> Tensor")
 _lib.define(f"w4a16_linear({_INT4_LINEAR_ARGS}) -> Tensor")
@@ -84,20 +84,20 @@ def _quantize_per_token_fake(x):
 
 # ---- int8_linear -------------------------------------------------------------
 @torch.library.impl(_lib, "int8_linear", "CompositeExplicitAutograd")
-def _int8_linear(x, w_int8, w_scale, bias=None):
-    _checks.check_int8_linear(x, w_int8, w_scale, bias)
-    args = (x, w_int8, w_scale, bias)
+def _int8_linear(x, w_int8, w_scale, bias=None, x_scale=None):
+    _checks.check_int8_linear(x, w_int8, w_scale, bias, x_scale)
+    args = (x, w_int8, w_scale, bias, x_scale)
     return choose("int8_linear", x.device, x.dtype, args).run(*args)
 
 
 @torch.library.register_fake("slimops::int8_linear", lib=_lib)
-def _int8_linear_fake(x, w_int8, w_scale, bias=None):
-    _checks.check_int8_linear(x, w_int8, w_scale, bias)
+def _int8_linear_fake(x, w_int8, w_scale, bias=None, x_scale=None):
+    _checks.check_int8_linear(x, w_int8, w_scale, bias, x_scale)
     return x.new_empty((*x.shape[:-1], w_int8.shape[0]))
 
 
 def _int8_linear_setup(ctx, inputs, output):
-    x, w_int8, w_scale, bias = inputs
+    x, w_int8, w_scale, bias, _ = inputs
     ctx.save_for_backward(w_int8, w_scale)
     ctx.bias_dtype = None if bias is None else bias.dtype
 
@@ -111,7 +111,7 @@ def _int8_linear_backward(ctx, grad):
         grad_x = grad @ (w_int8.to(grad.dtype) * w_scale.reshape(-1, 1).to(grad.dtype))
     if ctx.bias_dtype is not None and ctx.needs_input_grad[3]:
         grad_bias = grad.sum(dim=tuple(range(grad.dim() - 1))).to(ctx.bias_dtype)
-    return grad_x, None, None, grad_bias
+    return grad_x, None, None, grad_bias, None
 
 
 torch.library.register_autograd(

@@ -67,7 +67,7 @@ struct Avx2Kernel {
 
 }  // namespace
 
-void quantize_row_avx2(const float* x, int64_t K, int8_t* q, float* scale, int32_t* qsum) {
+void quantize_row_avx2(const float* x, int64_t K, float static_scale, int8_t* q, float* scale, int32_t* qsum) {
   const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
   const __m256 zero = _mm256_setzero_ps();
   const int64_t k_simd = K / 8 * 8;
@@ -90,7 +90,7 @@ void quantize_row_avx2(const float* x, int64_t K, int8_t* q, float* scale, int32
     amax = a > amax ? a : amax;
     bad += x[k] * 0.0f;
   }
-  const float inv = row_scale(amax, bad == 0.0f, scale);
+  const float inv = row_scale(amax, bad == 0.0f, static_scale, scale);
   if (inv == 0.0f) return zero_row(K, q, qsum);
 
   const __m256 vinv = _mm256_set1_ps(inv);

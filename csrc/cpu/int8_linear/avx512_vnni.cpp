@@ -129,7 +129,7 @@ struct VnniKernel {
 
 }  // namespace
 
-void quantize_row_avx512(const float* x, int64_t K, int8_t* q, float* scale, int32_t* qsum) {
+void quantize_row_avx512(const float* x, int64_t K, float static_scale, int8_t* q, float* scale, int32_t* qsum) {
   const __m512 zero = _mm512_setzero_ps();
   __m512 vmax = zero;
   __m512 nonfinite = zero;  // x * 0 is NaN exactly for NaN and Inf
@@ -140,7 +140,7 @@ void quantize_row_avx512(const float* x, int64_t K, int8_t* q, float* scale, int
     nonfinite = _mm512_add_ps(nonfinite, _mm512_mul_ps(v, zero));
   }
   const float amax = _mm512_reduce_max_ps(vmax);
-  const float inv = row_scale(amax, _mm512_reduce_add_ps(nonfinite) == 0.0f, scale);
+  const float inv = row_scale(amax, _mm512_reduce_add_ps(nonfinite) == 0.0f, static_scale, scale);
   if (inv == 0.0f) return zero_row(K, q, qsum);
   const __m512 vinv = _mm512_set1_ps(inv);
   const __m512 lo = _mm512_set1_ps(-127.0f);

@@ -3,6 +3,7 @@
 #include "slimops/int8_linear.h"
 
 #include <algorithm>
+#include <cmath>
 #include <memory>
 #include <new>
 
@@ -53,13 +54,13 @@ Status check_sizes(int64_t M, int64_t K, int64_t N, int64_t x_row_stride) {
 int64_t rows_per_task(int64_t K) { return std::max<int64_t>(1, 32768 / std::max<int64_t>(K, 1)); }
 
 void quantize_rows(QuantizeRowFn quantize_row, const float* x, int64_t rows, int64_t cols, int64_t x_row_stride,
-                   int8_t* q, float* scale, int32_t* qsum, int nthreads) {
+                   float static_scale, int8_t* q, float* scale, int32_t* qsum, int nthreads) {
   const int64_t per_task = rows_per_task(cols);
   const int64_t tasks = (rows + per_task - 1) / per_task;
   parallel_for(tasks, nthreads, [&](int64_t task) {
     const int64_t end = std::min(rows, (task + 1) * per_task);
     for (int64_t r = task * per_task; r < end; ++r) {
-      quantize_row(x + r * x_row_stride, cols, q + r * cols, scale + r, qsum + r);
+      quantize_row(x + r * x_row_stride, cols, static_scale, q + r * cols, scale + r, qsum + r);
     }
   });
 }
@@ -79,15 +80,20 @@ Status quantize_per_token_cpu(const float* x, int64_t rows, int64_t cols, int64_
   if ((cols != 0 && (x == nullptr || q == nullptr)) || scale == nullptr) return Status::kNullPointer;
   auto qsum = scratch<int32_t>(rows);
   if (!qsum) return Status::kOutOfMemory;
-  quantize_rows(kernels_for(active_cpu_isa()).quantize_row, x, rows, cols, x_row_stride, q, scale, qsum.get(),
-                nthreads);
+  quantize_rows(kernels_for(active_cpu_isa()).quantize_row, x, rows, cols, x_row_stride, 0.0f, q, scale,
+                qsum.get(), nthreads);
   return Status::kOk;
 }
 
-Status int8_linear_cpu(const float* x, int64_t M, int64_t K, int64_t x_row_stride, const int8_t* w, int64_t N,
-                       const float* w_scale, const float* bias, float* y, int nthreads) {
+Status int8_linear_cpu(const float* x, int64_t M, int64_t K, int64_t x_row_stride, float static_x_scale,
+                       const int8_t* w, int64_t N, const float* w_scale, const float* bias, float* y, int nthreads) {
   const Status s = check_sizes(M, K, N, x_row_stride);
   if (s != Status::kOk) return s;
+  // 0 asks for dynamic scales; anything else must be a usable scale.
+  if (!(static_x_scale == 0.0f || (static_x_scale > 0.0f && std::isfinite(1.0f / static_x_scale) &&
+                                    std::isfinite(static_x_scale)))) {
+    return Status::kBadScale;
+  }
   if (M == 0 || N == 0) return Status::kOk;
   if ((K != 0 && (x == nullptr || w == nullptr)) || w_scale == nullptr || y == nullptr) return Status::kNullPointer;
 
@@ -100,7 +106,8 @@ Status int8_linear_cpu(const float* x, int64_t M, int64_t K, int64_t x_row_strid
   // threads costs more than it saves.
   constexpr int64_t kMinParallelMacs = int64_t{1} << 18;
   if (M * K < kMinParallelMacs / N) nthreads = 1;  // M * N * K, without overflow
-  quantize_rows(isa.quantize_row, x, M, K, x_row_stride, q.get(), x_scale.get(), qsum.get(), nthreads);
+  quantize_rows(isa.quantize_row, x, M, K, x_row_stride, static_x_scale, q.get(), x_scale.get(), qsum.get(),
+                nthreads);
 
   // Tiles: all rows up to 128 at once (each weight row is then read from
   // memory once per 128 activation rows), and enough column blocks for about

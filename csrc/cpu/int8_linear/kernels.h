@@ -12,7 +12,9 @@ namespace int8_linear {
 
 // One row of per-token quantization (semantics in slimops/int8_linear.h).
 // qsum receives sum_k q[k], which the VNNI kernel needs for its unsigned shift.
-using QuantizeRowFn = void (*)(const float* x, int64_t K, int8_t* q, float* scale, int32_t* qsum);
+// static_scale > 0 quantizes with that fixed scale instead of max|x| / 127.
+using QuantizeRowFn = void (*)(const float* x, int64_t K, float static_scale, int8_t* q, float* scale,
+                               int32_t* qsum);
 
 // A rectangle [m_begin, m_end) x [n_begin, n_end) of the output.
 struct GemmTile {
@@ -43,14 +45,19 @@ inline float dequantize_output(int32_t acc, float x_scale, float w_scale, const 
   return bias != nullptr ? v + bias[n] : v;
 }
 
-// Scale of one row from its max |x|. Returns the multiplier 127 / amax, or 0
-// when the row quantizes to all zeros: amax 0, amax so small (below
-// 127 / FLT_MAX) that 127 / amax overflows, or a NaN/Inf in the row, whose
-// scale is then NaN so the output row reads NaN rather than a silent number.
-inline float row_scale(float amax, bool finite, float* scale) {
+// Scale of one row: static_scale when positive, else max|x| / 127. Returns
+// the multiplier (1 / static_scale, or 127 / amax), or 0 when the row
+// quantizes to all zeros: amax 0, amax so small (below 127 / FLT_MAX) that
+// 127 / amax overflows, or a NaN/Inf in the row, whose scale is then NaN so
+// the output row reads NaN rather than a silent number.
+inline float row_scale(float amax, bool finite, float static_scale, float* scale) {
   if (!finite) {
     *scale = std::numeric_limits<float>::quiet_NaN();
     return 0.0f;
+  }
+  if (static_scale > 0.0f) {
+    *scale = static_scale;
+    return 1.0f / static_scale;
   }
   *scale = amax / 127.0f;
   const float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
@@ -64,13 +71,13 @@ inline void zero_row(int64_t K, int8_t* q, int32_t* qsum) {
 
 }  // namespace
 
-void quantize_row_scalar(const float* x, int64_t K, int8_t* q, float* scale, int32_t* qsum);
+void quantize_row_scalar(const float* x, int64_t K, float static_scale, int8_t* q, float* scale, int32_t* qsum);
 void gemm_tile_scalar(const GemmTile& t);
 
-void quantize_row_avx2(const float* x, int64_t K, int8_t* q, float* scale, int32_t* qsum);
+void quantize_row_avx2(const float* x, int64_t K, float static_scale, int8_t* q, float* scale, int32_t* qsum);
 void gemm_tile_avx2(const GemmTile& t);
 
-void quantize_row_avx512(const float* x, int64_t K, int8_t* q, float* scale, int32_t* qsum);
+void quantize_row_avx512(const float* x, int64_t K, float static_scale, int8_t* q, float* scale, int32_t* qsum);
 void gemm_tile_avx512_vnni(const GemmTile& t);
 
 }  // namespace int8_linear

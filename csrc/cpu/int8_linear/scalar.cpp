@@ -9,14 +9,14 @@
 namespace slimops {
 namespace int8_linear {
 
-void quantize_row_scalar(const float* x, int64_t K, int8_t* q, float* scale, int32_t* qsum) {
+void quantize_row_scalar(const float* x, int64_t K, float static_scale, int8_t* q, float* scale, int32_t* qsum) {
   float amax = 0.0f;
   bool finite = true;
   for (int64_t k = 0; k < K; ++k) {
     finite = finite && std::isfinite(x[k]);
     amax = std::max(amax, std::fabs(x[k]));
   }
-  const float inv = row_scale(amax, finite, scale);
+  const float inv = row_scale(amax, finite, static_scale, scale);
   if (inv == 0.0f) return zero_row(K, q, qsum);
   int32_t sum = 0;
   for (int64_t k = 0; k < K; ++k) {

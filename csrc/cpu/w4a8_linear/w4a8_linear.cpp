@@ -105,7 +105,7 @@ Status w4a8_linear_cpu(const float* x, int64_t M, int64_t K, int64_t x_row_strid
     for (int64_t m = task * rows_per_task; m < std::min(M, (task + 1) * rows_per_task); ++m) {
       int32_t row_sum;
       int8_t* qm = q.get() + m * K;
-      isa.quantize_row(x + m * x_row_stride, K, qm, x_scale.get() + m, &row_sum);
+      isa.quantize_row(x + m * x_row_stride, K, 0.0f, qm, x_scale.get() + m, &row_sum);
       for (int64_t j = 0; j < G; ++j) {
         int32_t sum = 0;
         for (int64_t k = j * group; k < (j + 1) * group; ++k) sum += qm[k];

@@ -22,8 +22,11 @@ Status quantize_per_token_cpu(const float* x, int64_t rows, int64_t cols, int64_
                               float* scale, int nthreads);
 
 // x: [M, K] with row stride x_row_stride; w: [N, K] contiguous; w_scale: [N];
-// bias: [N] or null; y: [M, N] contiguous. All float32.
-Status int8_linear_cpu(const float* x, int64_t M, int64_t K, int64_t x_row_stride, const int8_t* w, int64_t N,
-                       const float* w_scale, const float* bias, float* y, int nthreads);
+// bias: [N] or null; y: [M, N] contiguous. All float32. static_x_scale 0 uses
+// the per-token scales above; a positive finite value s is a static
+// activation scale instead: q = clamp(rint(x * (1 / s)), -127, 127), rows with
+// NaN/Inf still quantize to 0 with scale NaN. Anything else is kBadScale.
+Status int8_linear_cpu(const float* x, int64_t M, int64_t K, int64_t x_row_stride, float static_x_scale,
+                       const int8_t* w, int64_t N, const float* w_scale, const float* bias, float* y, int nthreads);
 
 }  // namespace slimops

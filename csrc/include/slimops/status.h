@@ -13,6 +13,7 @@ enum class Status : int {
   kBadStride = 4,
   kOutOfMemory = 5,
   kBadZeroPoint = 6,
+  kBadScale = 7,
 };
 
 inline const char* status_message(Status s) {
@@ -31,6 +32,8 @@ inline const char* status_message(Status s) {
       return "out of memory for the kernel's scratch buffer";
     case Status::kBadZeroPoint:
       return "a 4-bit zero point is outside 0..15";
+    case Status::kBadScale:
+      return "the static activation scale must be positive and finite";
   }
   return "unknown error";
 }

@@ -1,5 +1,7 @@
 """CPU kernels in slimops._C (AVX-512 VNNI, AVX2 or scalar, chosen at run time)."""
 
+import math
+
 import torch
 
 from .. import _C
@@ -10,6 +12,13 @@ def _rows_f32(x: torch.Tensor) -> torch.Tensor:
     """x as float32 [rows, K] rows the kernel can walk (a copy only when needed)."""
     x2 = as_rows(x)
     return x2 if x2.dtype == torch.float32 else x2.float()
+
+
+def static_scale_value(x_scale: torch.Tensor) -> float:
+    value = float(x_scale.reshape(()))
+    if not (value > 0 and math.isfinite(value) and math.isfinite(1 / value)):
+        raise ValueError(f"slimops.int8_linear: the static activation scale must be positive and finite, got {value}")
+    return value
 
 
 def _bias_f32(bias):
@@ -36,7 +45,7 @@ def quantize_per_token(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return q.reshape(x.shape), scale.reshape(x.shape[:-1])
 
 
-def int8_linear(x, w_int8, w_scale, bias):
+def int8_linear(x, w_int8, w_scale, bias, x_scale=None):
     x2 = _rows_f32(x)
     rows, k = x2.shape
     n = w_int8.shape[0]
@@ -50,6 +59,7 @@ def int8_linear(x, w_int8, w_scale, bias):
         rows,
         k,
         x2.stride(0),
+        0.0 if x_scale is None else static_scale_value(x_scale),
         w_int8.data_ptr(),
         n,
         w_scale.data_ptr(),

@@ -34,14 +34,19 @@ def quantize_per_token(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return q.reshape(x.shape), scale.reshape(x.shape[:-1])
 
 
-def int8_linear(x, w_int8, w_scale, bias):
+def int8_linear(x, w_int8, w_scale, bias, x_scale=None):
     from ..kernels.int8_linear import int8_linear as triton_int8_linear
 
-    # Without the CUDA extension the activations are quantized by plain torch.
-    quantize = quantize_per_token if HAS_CUDA_EXTENSION else fallback.quantize_per_token
-    q, x_scale = quantize(x)
+    if x_scale is not None:
+        # A static scale is checked on the device, without a host sync.
+        torch._assert_async((x_scale > 0).all() & torch.isfinite(x_scale).all() & torch.isfinite(1 / x_scale).all())
+        q, row_scale = fallback.quantize_per_token(x, x_scale)
+    elif HAS_CUDA_EXTENSION:
+        q, row_scale = quantize_per_token(x)
+    else:  # without the CUDA extension the activations are quantized by plain torch
+        q, row_scale = fallback.quantize_per_token(x)
     n = w_int8.shape[0]
-    y = triton_int8_linear(as_rows(q), x_scale.reshape(-1), w_int8, w_scale, bias, out_dtype=x.dtype)
+    y = triton_int8_linear(as_rows(q), row_scale.reshape(-1), w_int8, w_scale, bias, out_dtype=x.dtype)
     return y.reshape(*x.shape[:-1], n)
 
 

@@ -7,7 +7,8 @@ runs in float64, which is exact for every product sum below 2^53.
 import torch
 
 
-def quantize_per_token(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def quantize_per_token(x: torch.Tensor, static_scale: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token scales, or with static_scale (one float32 value) that scale for every row."""
     xf = x.float()
     finite = torch.isfinite(xf).all(dim=-1)
     safe = torch.where(finite[..., None], xf, 0.0)
@@ -19,17 +20,21 @@ def quantize_per_token(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     # scalar as a reciprocal times the scalar (scalar / tensor on the CPU,
     # tensor / scalar on CUDA), which is not the correctly rounded quotient
     # the kernels and the reference use.
-    c127 = torch.full_like(amax, 127.0)
-    scale = amax / c127
-    inv = c127 / amax
+    if static_scale is None:
+        c127 = torch.full_like(amax, 127.0)
+        scale = amax / c127
+        inv = c127 / amax
+    else:
+        scale = static_scale.reshape(()).expand(amax.shape)
+        inv = torch.ones_like(scale) / scale
     inv = torch.where(torch.isfinite(inv), inv, 0.0)
     q = torch.round(safe * inv[..., None]).clamp(-127, 127).to(torch.int8)
     scale = torch.where(finite, scale, float("nan"))
     return q, scale
 
 
-def int8_linear(x, w_int8, w_scale, bias):
-    q, x_scale = quantize_per_token(x)
+def int8_linear(x, w_int8, w_scale, bias, x_scale=None):
+    q, x_scale = quantize_per_token(x, x_scale)
     acc = q.double() @ w_int8.double().T
     y = acc * x_scale.double()[..., None] * w_scale.reshape(-1).double()
     if bias is not None:

@@ -112,13 +112,15 @@ def unpack_int4(packed, k, symmetric=True):
     return (u.astype(np.int16) - 8).astype(np.int8) if symmetric else u.astype(np.uint8)
 
 
-def quantize_per_token(x):
+def quantize_per_token(x, static_scale=None):
     """Dynamic symmetric int8 quantization of each row (token) of x [..., K].
 
     In float32: amax = max|x|, scale = amax / 127, inv = 127 / amax,
     q = clamp(rint(x * inv), -127, 127). When inv is not finite (amax == 0, or
     amax below 127 / FLT_MAX) q is 0; a row holding NaN or Inf gives q 0 and
     scale NaN (its linear output is NaN).
+    static_scale s > 0 replaces max|x| / 127 for every row: inv = 1 / s, in
+    float32 (values beyond +-127 clamp).
     Returns (q int8 [..., K], scale float32 [...]).
     """
     x = np.asarray(x, dtype=_F32)
@@ -126,9 +128,14 @@ def quantize_per_token(x):
     safe = np.where(finite[..., None], x, _F32(0))
     amax = np.max(np.abs(safe), axis=-1) if x.shape[-1] else np.zeros(x.shape[:-1], _F32)
     with np.errstate(divide="ignore", over="ignore"):
-        scale = (amax / _F32(127)).astype(_F32)
-        inv = (_F32(127) / amax).astype(_F32)
+        if static_scale is None:
+            scale = (amax / _F32(127)).astype(_F32)
+            inv = (_F32(127) / amax).astype(_F32)
+        else:
+            scale = np.full(amax.shape, static_scale, _F32)
+            inv = np.full(amax.shape, _F32(1) / _F32(static_scale), _F32)
     inv = np.where(np.isfinite(inv), inv, _F32(0)).astype(_F32)
-    q = np.clip(np.rint(safe * inv[..., None]), -127, 127).astype(np.int8)
+    with np.errstate(over="ignore"):  # a static scale may send x * inv past float32: it clamps
+        q = np.clip(np.rint(safe * inv[..., None]), -127, 127).astype(np.int8)
     scale = np.where(finite, scale, _F32(np.nan)).astype(_F32)
     return q, scale
