@@ -12,6 +12,7 @@
 #include "slimops/status.h"
 #include "slimops/thread_pool.h"
 #include "slimops/w4a8_linear.h"
+#include "slimops/w8a16_linear.h"
 #ifdef SLIMOPS_WITH_CUDA
 #include "slimops/cuda_kernels.h"
 #endif
@@ -115,6 +116,19 @@ PYBIND11_MODULE(_C, m) {
       py::arg("nthreads"), py::call_guard<py::gil_scoped_release>());
 
   m.attr("w4a8_linear_max_k") = kW4A8LinearMaxK;
+
+  m.def(
+      "w8a16_linear_cpu",
+      [](uintptr_t x, int64_t M, int64_t K, int64_t x_row_stride, uintptr_t w, int64_t N, uintptr_t w_scale,
+         uintptr_t bias, uintptr_t y, int nthreads) {
+        raise_if_failed(w8a16_linear_cpu(ptr<const float>(x), M, K, x_row_stride, ptr<const int8_t>(w), N,
+                                         ptr<const float>(w_scale), ptr<const float>(bias), ptr<float>(y), nthreads),
+                        "w8a16_linear");
+      },
+      py::arg("x"), py::arg("M"), py::arg("K"), py::arg("x_row_stride"), py::arg("w"), py::arg("N"),
+      py::arg("w_scale"), py::arg("bias"), py::arg("y"), py::arg("nthreads"), py::call_guard<py::gil_scoped_release>());
+
+  m.attr("w8a16_linear_lanes") = kW8A16Lanes;
 
 #ifdef SLIMOPS_WITH_CUDA
   m.attr("has_cuda") = true;

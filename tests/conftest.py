@@ -68,3 +68,9 @@ def assert_within_bound(actual: torch.Tensor, expected: np.ndarray, bound: np.nd
     excess = np.where(nan, -np.inf, np.abs(a - expected) - bound)
     worst = np.unravel_index(np.argmax(excess), excess.shape)
     assert excess[worst] <= 0, f"at {worst}: got {a[worst]}, want {expected[worst]}, bound {bound[worst]}"
+
+
+# W8A16: float32 roundings per term besides its lane's sequential sum (one per
+# k / W8A16_LANES step): the six levels of the reduction tree, the w_scale
+# product and the bias add.
+W8A16_FP32_ROUNDINGS_PLUS_LANE_STEPS = 8

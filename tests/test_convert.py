@@ -55,7 +55,7 @@ def test_progress_bar_is_optional():
 def test_unsupported_configuration_is_refused_before_any_change():
     model = mlp()
     with pytest.raises(ValueError, match="weight_bits"):
-        slimops.convert(model, QuantConfig(weight_bits=8, act_bits=None))
+        slimops.convert(model, QuantConfig(weight_bits=4, act_bits=4))
     assert all(type(m) is not QuantLinear for m in model.modules())
 
 

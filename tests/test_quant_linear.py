@@ -17,8 +17,14 @@ def linear(k=64, n=48, bias=True, seed=0):
 
 
 # (weight_bits, act_bits, group_size, symmetric), and the relative error allowed against the float layer.
-CONFIGS = [((8, 8, -1, True), 0.02), ((4, 8, 32, True), 0.15), ((4, None, 16, False), 0.1), ((4, None, -1, True), 0.2)]
-CONFIG_IDS = ["w8a8", "w4a8-g32", "w4a16-g16-asym", "w4a16-channel"]
+CONFIGS = [
+    ((8, 8, -1, True), 0.02),
+    ((8, None, -1, True), 0.01),
+    ((4, 8, 32, True), 0.15),
+    ((4, None, 16, False), 0.1),
+    ((4, None, -1, True), 0.2),
+]
+CONFIG_IDS = ["w8a8", "w8a16", "w4a8-g32", "w4a16-g16-asym", "w4a16-channel"]
 
 
 @pytest.mark.parametrize("config,tolerance", CONFIGS, ids=CONFIG_IDS)
@@ -37,6 +43,8 @@ def test_forward_is_the_op(bias):
     y = torch.ops.slimops.int8_linear(x, m.qweight, m.weight_scale, m.bias)
     assert torch.equal(m(x), y)
     assert m(x).shape == (2, 3, 48)
+    m16 = QuantLinear.from_linear(linear(bias=bias), 8, None)
+    assert torch.equal(m16(x), torch.ops.slimops.w8a16_linear(x, m16.qweight, m16.weight_scale, m16.bias))
     m4 = QuantLinear.from_linear(linear(bias=bias), 4, 8, 32, False)
     y4 = torch.ops.slimops.w4a8_linear(x, m4.qweight, m4.weight_scale, m4.weight_zero_point, 32, m4.bias)
     assert torch.equal(m4(x), y4)
@@ -128,7 +136,7 @@ def test_bad_construction():
     with pytest.raises(TypeError, match="nn.Linear"):
         QuantLinear.from_linear(nn.Conv2d(3, 3, 1))
     with pytest.raises(ValueError, match="weight_bits"):
-        QuantLinear.from_linear(linear(), weight_bits=8, act_bits=None)  # W8A16: not yet
+        QuantLinear.from_linear(linear(), weight_bits=4, act_bits=4)
     with pytest.raises(ValueError, match="weight_bits"):
         QuantLinear.from_linear(linear(), weight_bits=3)
     with pytest.raises(ValueError, match="per output channel"):

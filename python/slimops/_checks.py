@@ -28,22 +28,18 @@ def check_activation(op: str, x: torch.Tensor) -> None:
     check_strided(op, x=x)
 
 
-def check_int8_linear(x, w_int8, w_scale, bias, x_scale=None) -> None:
-    op = "int8_linear"
+def check_int8_weight(op, x, w_int8, w_scale, bias, **others) -> None:
+    """Checks shared by the ops taking a per-channel int8 weight (the layout of
+    slimops.quantize(w, bits=8)): x, w_int8 [N, K] contiguous, float32 w_scale
+    with N elements, an optional float bias [N]; `others` (tensors or None) must
+    be dense and on x's device."""
     check_activation(op, x)
-    check_strided(op, w_int8=w_int8, w_scale=w_scale, bias=bias, x_scale=x_scale)
-    if x_scale is not None and (x_scale.dtype != torch.float32 or x_scale.numel() != 1):
-        raise ValueError(
-            f"slimops.{op}: x_scale (a static activation scale) must be one float32 value, "
-            f"got {x_scale.dtype} {tuple(x_scale.shape)}"
-        )
+    check_strided(op, w_int8=w_int8, w_scale=w_scale, bias=bias, **others)
     if w_int8.dtype != torch.int8 or w_int8.dim() != 2:
         raise TypeError(f"slimops.{op}: w_int8 must be an int8 [N, K] tensor, got {w_int8.dtype} {tuple(w_int8.shape)}")
     n, k = w_int8.shape
     if x.shape[-1] != k:
         raise ValueError(f"slimops.{op}: x has {x.shape[-1]} features but w_int8 is [N={n}, K={k}]")
-    if k > INT8_MAX_K:
-        raise ValueError(f"slimops.{op}: K={k} exceeds {INT8_MAX_K}, beyond which int32 accumulation could overflow")
     if not w_int8.is_contiguous():
         raise ValueError(f"slimops.{op}: w_int8 must be contiguous (call .contiguous() once when preparing the weight)")
     if w_scale.dtype != torch.float32 or w_scale.numel() != n or w_scale.dim() > 2:
@@ -52,9 +48,26 @@ def check_int8_linear(x, w_int8, w_scale, bias, x_scale=None) -> None:
         )
     if bias is not None and (not bias.is_floating_point() or tuple(bias.shape) != (n,)):
         raise ValueError(f"slimops.{op}: bias must be a float [N={n}] tensor, got {bias.dtype} {tuple(bias.shape)}")
-    for name, t in (("w_int8", w_int8), ("w_scale", w_scale), ("bias", bias), ("x_scale", x_scale)):
+    for name, t in (("w_int8", w_int8), ("w_scale", w_scale), ("bias", bias), *others.items()):
         if t is not None and t.device != x.device:
             raise ValueError(f"slimops.{op}: {name} is on {t.device} but x is on {x.device}")
+
+
+def check_int8_linear(x, w_int8, w_scale, bias, x_scale=None) -> None:
+    op = "int8_linear"
+    check_int8_weight(op, x, w_int8, w_scale, bias, x_scale=x_scale)
+    if x_scale is not None and (x_scale.dtype != torch.float32 or x_scale.numel() != 1):
+        raise ValueError(
+            f"slimops.{op}: x_scale (a static activation scale) must be one float32 value, "
+            f"got {x_scale.dtype} {tuple(x_scale.shape)}"
+        )
+    k = w_int8.shape[1]
+    if k > INT8_MAX_K:
+        raise ValueError(f"slimops.{op}: K={k} exceeds {INT8_MAX_K}, beyond which int32 accumulation could overflow")
+
+
+def check_w8a16_linear(x, w_int8, w_scale, bias) -> None:
+    check_int8_weight("w8a16_linear", x, w_int8, w_scale, bias)
 
 
 def check_int4_linear(op, x, w_packed, w_scale, w_zero_point, group_size, bias) -> None:

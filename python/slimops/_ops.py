@@ -17,6 +17,7 @@ _lib = torch.library.Library("slimops", "DEF")
 
 _lib.define("quantize_per_token(Tensor x) -> (Tensor, Tensor)")
 _lib.define("int8_linear(Tensor x, Tensor w_int8, Tensor w_scale, Tensor? bias=None, Tensor? x_scale=None) -> Tensor")
+_lib.define("w8a16_linear(Tensor x, Tensor w_int8, Tensor w_scale, Tensor? bias=None) -> Tensor")
 _INT4_LINEAR_ARGS = "Tensor x, Tensor w_packed, Tensor w_scale, Tensor? w_zero_point, int group_size, Tensor? bias=None"
 _lib.define(f"w4a8_linear({_INT4_LINEAR_ARGS}) -> Tensor")
 _lib.define(f"w4a16_linear({_INT4_LINEAR_ARGS}) -> Tensor")
@@ -49,6 +50,9 @@ register(
     ),
 )
 register("int8_linear", Kernel("torch", fallback.int8_linear, None, _F))
+
+register("w8a16_linear", Kernel("cpu_c", cpu.w8a16_linear, ("cpu",), _F))
+register("w8a16_linear", Kernel("torch", fallback.w8a16_linear, None, _F))
 
 register("w4a8_linear", Kernel("cpu_c", cpu.w4a8_linear, ("cpu",), _F))
 register("w4a8_linear", Kernel("torch", fallback.w4a8_linear, None, _F))
@@ -96,26 +100,56 @@ def _int8_linear_fake(x, w_int8, w_scale, bias=None, x_scale=None):
     return x.new_empty((*x.shape[:-1], w_int8.shape[0]))
 
 
-def _int8_linear_setup(ctx, inputs, output):
-    x, w_int8, w_scale, bias, _ = inputs
+def _int8_weight_setup(ctx, inputs, output):
+    # x, w_int8, w_scale, bias lead the arguments of every op on an int8 weight.
+    x, w_int8, w_scale, bias = inputs[:4]
     ctx.save_for_backward(w_int8, w_scale)
     ctx.bias_dtype = None if bias is None else bias.dtype
 
 
-def _int8_linear_backward(ctx, grad):
-    # Straight-through for the activation rounding: d(y)/d(x) is the
-    # dequantized weight. The int8 weight and its scale get no gradient.
+def _int8_weight_grads(ctx, grad):
+    """Gradients of x and bias through the dequantized weight (straight-through
+    for any activation rounding); the int8 weight and its scale get none."""
     w_int8, w_scale = ctx.saved_tensors
     grad_x = grad_bias = None
     if ctx.needs_input_grad[0]:
         grad_x = grad @ (w_int8.to(grad.dtype) * w_scale.reshape(-1, 1).to(grad.dtype))
     if ctx.bias_dtype is not None and ctx.needs_input_grad[3]:
         grad_bias = grad.sum(dim=tuple(range(grad.dim() - 1))).to(ctx.bias_dtype)
+    return grad_x, grad_bias
+
+
+def _int8_linear_backward(ctx, grad):
+    grad_x, grad_bias = _int8_weight_grads(ctx, grad)
     return grad_x, None, None, grad_bias, None
 
 
 torch.library.register_autograd(
-    "slimops::int8_linear", _int8_linear_backward, setup_context=_int8_linear_setup, lib=_lib
+    "slimops::int8_linear", _int8_linear_backward, setup_context=_int8_weight_setup, lib=_lib
+)
+
+
+# ---- w8a16_linear ------------------------------------------------------------
+@torch.library.impl(_lib, "w8a16_linear", "CompositeExplicitAutograd")
+def _w8a16_linear(x, w_int8, w_scale, bias=None):
+    _checks.check_w8a16_linear(x, w_int8, w_scale, bias)
+    args = (x, w_int8, w_scale, bias)
+    return choose("w8a16_linear", x.device, x.dtype, args).run(*args)
+
+
+@torch.library.register_fake("slimops::w8a16_linear", lib=_lib)
+def _w8a16_linear_fake(x, w_int8, w_scale, bias=None):
+    _checks.check_w8a16_linear(x, w_int8, w_scale, bias)
+    return x.new_empty((*x.shape[:-1], w_int8.shape[0]))
+
+
+def _w8a16_linear_backward(ctx, grad):
+    grad_x, grad_bias = _int8_weight_grads(ctx, grad)
+    return grad_x, None, None, grad_bias
+
+
+torch.library.register_autograd(
+    "slimops::w8a16_linear", _w8a16_linear_backward, setup_context=_int8_weight_setup, lib=_lib
 )
 
 

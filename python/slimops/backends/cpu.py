@@ -70,6 +70,29 @@ def int8_linear(x, w_int8, w_scale, bias, x_scale=None):
     return _as_output(y, x)
 
 
+def w8a16_linear(x, w_int8, w_scale, bias):
+    x2 = _rows_f32(x)
+    rows, k = x2.shape
+    n = w_int8.shape[0]
+    y = torch.empty((rows, n), dtype=torch.float32)
+    if w_scale.dim() != 1 or not w_scale.is_contiguous():
+        w_scale = w_scale.reshape(-1).contiguous()
+    bias = _bias_f32(bias)
+    _C.w8a16_linear_cpu(
+        x2.data_ptr(),
+        rows,
+        k,
+        x2.stride(0),
+        w_int8.data_ptr(),
+        n,
+        w_scale.data_ptr(),
+        0 if bias is None else bias.data_ptr(),
+        y.data_ptr(),
+        torch.get_num_threads(),
+    )
+    return _as_output(y, x)
+
+
 def w4a8_linear(x, w_packed, w_scale, w_zero_point, group_size, bias):
     x2 = _rows_f32(x)
     rows, k = x2.shape

@@ -42,6 +42,12 @@ def int8_linear(x, w_int8, w_scale, bias, x_scale=None):
     return y.to(x.dtype)
 
 
+def w8a16_linear(x, w_int8, w_scale, bias):
+    w = w_int8.float() * w_scale.reshape(-1, 1)
+    bias = None if bias is None else bias.float()
+    return torch.nn.functional.linear(x.float(), w, bias).to(x.dtype)
+
+
 def _int4_weight(w_packed, w_zero_point, groups, k):
     """(u - z) as int16 [N, G, K / G] from the packed nibbles (z = 8 when symmetric)."""
     if w_zero_point is not None and w_zero_point.numel() and bool(((w_zero_point < 0) | (w_zero_point > 15)).any()):

@@ -2,6 +2,7 @@
 running the slimops op that matches its configuration:
 
   weight_bits 8, act_bits 8     W8A8   int8_linear   (per output channel, symmetric)
+  weight_bits 8, act_bits None  W8A16  w8a16_linear  (per output channel, symmetric)
   weight_bits 4, act_bits 8     W4A8   w4a8_linear   (group-wise, symmetric or zero points)
   weight_bits 4, act_bits None  W4A16  w4a16_linear  (group-wise, symmetric or zero points)
 """
@@ -15,7 +16,7 @@ from ..quantization import dequantize_tensor, quantize, quantize_tensor
 
 FORMAT = "slimops.QuantLinear"
 FORMAT_VERSION = 1
-SUPPORTED = {(8, 8), (4, 8), (4, None)}
+SUPPORTED = {(8, 8), (8, None), (4, 8), (4, None)}
 
 
 class QuantLinear(nn.Module):
@@ -129,7 +130,8 @@ class QuantLinear(nn.Module):
             x = _fake_quantize_rows(x) if self.act_bits == 8 else x
             return F.linear(x, self._fake_quantized_weight(), self.bias)
         if self.weight_bits == 8:
-            return torch.ops.slimops.int8_linear(x, self.qweight, self.weight_scale, self.bias)
+            op = torch.ops.slimops.int8_linear if self.act_bits == 8 else torch.ops.slimops.w8a16_linear
+            return op(x, self.qweight, self.weight_scale, self.bias)
         op = torch.ops.slimops.w4a8_linear if self.act_bits == 8 else torch.ops.slimops.w4a16_linear
         return op(x, self.qweight, self.weight_scale, self.weight_zero_point, self.group_size, self.bias)
 

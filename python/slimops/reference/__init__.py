@@ -16,6 +16,7 @@ from .quant import (
 )
 from .w4a8_linear import w4a8_linear
 from .w4a16_linear import w4a16_linear
+from .w8a16_linear import w8a16_linear
 
 __all__ = [
     "dequantize",
