@@ -25,7 +25,8 @@ def check_activation(op: str, x: torch.Tensor) -> None:
         raise TypeError(f"slimops.{op}: x must be float32, float16 or bfloat16, got {x.dtype}")
     if x.dim() < 1:
         raise ValueError(f"slimops.{op}: x must have at least one dimension, got a scalar")
-    check_strided(op, x=x)
+    if x.layout != torch.strided:
+        raise TypeError(f"slimops.{op}: x must be a dense (strided) tensor, got layout {x.layout}")
 
 
 def check_int8_weight(op, x, w_int8, w_scale, bias, **others) -> None:
@@ -34,7 +35,7 @@ def check_int8_weight(op, x, w_int8, w_scale, bias, **others) -> None:
     with N elements, an optional float bias [N]; `others` (tensors or None) must
     be dense and on x's device."""
     check_activation(op, x)
-    check_strided(op, w_int8=w_int8, w_scale=w_scale, bias=bias, **others)
+    check_placement(op, x, w_int8=w_int8, w_scale=w_scale, bias=bias, **others)
     if w_int8.dtype != torch.int8 or w_int8.dim() != 2:
         raise TypeError(f"slimops.{op}: w_int8 must be an int8 [N, K] tensor, got {w_int8.dtype} {tuple(w_int8.shape)}")
     n, k = w_int8.shape
@@ -48,9 +49,6 @@ def check_int8_weight(op, x, w_int8, w_scale, bias, **others) -> None:
         )
     if bias is not None and (not bias.is_floating_point() or tuple(bias.shape) != (n,)):
         raise ValueError(f"slimops.{op}: bias must be a float [N={n}] tensor, got {bias.dtype} {tuple(bias.shape)}")
-    for name, t in (("w_int8", w_int8), ("w_scale", w_scale), ("bias", bias), *others.items()):
-        if t is not None and t.device != x.device:
-            raise ValueError(f"slimops.{op}: {name} is on {t.device} but x is on {x.device}")
 
 
 def check_int8_linear(x, w_int8, w_scale, bias, x_scale=None) -> None:
@@ -74,7 +72,7 @@ def check_int4_linear(op, x, w_packed, w_scale, w_zero_point, group_size, bias) 
     """Checks shared by the ops taking a 4-bit group-wise weight (the layout of
     slimops.quantize(w, bits=4, ...): packed nibbles, scales, zero points)."""
     check_activation(op, x)
-    check_strided(op, w_packed=w_packed, w_scale=w_scale, w_zero_point=w_zero_point, bias=bias)
+    check_placement(op, x, w_packed=w_packed, w_scale=w_scale, w_zero_point=w_zero_point, bias=bias)
     if w_packed.dtype != torch.uint8 or w_packed.dim() != 2:
         raise TypeError(
             f"slimops.{op}: w_packed must be a uint8 [N, ceil(K/2)] tensor, got {w_packed.dtype} {tuple(w_packed.shape)}"
@@ -102,9 +100,6 @@ def check_int4_linear(op, x, w_packed, w_scale, w_zero_point, group_size, bias) 
         )
     if bias is not None and (not bias.is_floating_point() or tuple(bias.shape) != (n,)):
         raise ValueError(f"slimops.{op}: bias must be a float [N={n}] tensor, got {bias.dtype} {tuple(bias.shape)}")
-    for name, t in (("w_packed", w_packed), ("w_scale", w_scale), ("w_zero_point", w_zero_point), ("bias", bias)):
-        if t is not None and t.device != x.device:
-            raise ValueError(f"slimops.{op}: {name} is on {t.device} but x is on {x.device}")
 
 
 def check_w4a8_linear(x, w_packed, w_scale, w_zero_point, group_size, bias) -> None:
@@ -115,10 +110,17 @@ def check_w4a8_linear(x, w_packed, w_scale, w_zero_point, group_size, bias) -> N
         )
 
 
-def check_strided(op: str, **tensors) -> None:
+def check_placement(op: str, x: torch.Tensor, **tensors) -> None:
+    """Every tensor given (None allowed) is dense and on x's device. One pass:
+    this runs on every call, where microseconds count at M=1."""
+    device = x.device
     for name, t in tensors.items():
-        if t is not None and t.layout != torch.strided:
+        if t is None:
+            continue
+        if t.layout != torch.strided:
             raise TypeError(f"slimops.{op}: {name} must be a dense (strided) tensor, got layout {t.layout}")
+        if t.device != device:
+            raise ValueError(f"slimops.{op}: {name} is on {t.device} but x is on {device}")
 
 
 def as_rows(x: torch.Tensor) -> torch.Tensor:
