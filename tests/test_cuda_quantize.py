@@ -139,3 +139,16 @@ def test_int8_linear_op_on_cuda_gives_nan_rows_for_non_finite_input():
     w = torch.randint(-127, 128, (8, 64), dtype=torch.int8, device="cuda")
     y = torch.ops.slimops.int8_linear(x, w, torch.full((8,), 1e-2, device="cuda"), None)
     assert torch.isnan(y[1]).all() and torch.isfinite(y[[0, 2]]).all()
+
+
+def test_int8_linear_with_a_static_scale_on_cuda_matches_reference():
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(20, 256, generator=g).half()
+    w = torch.randint(-128, 128, (40, 256), generator=g, dtype=torch.int8)
+    w_scale = torch.rand(40, generator=g) * 1e-2 + 1e-4
+    y = torch.ops.slimops.int8_linear(x.cuda(), w.cuda(), w_scale.cuda(), None, torch.tensor(0.01, device="cuda"))
+    x_np = x.float().numpy()
+    want = reference.int8_linear(x_np, w.numpy(), w_scale.numpy(), static_x_scale=0.01)
+    q, _ = reference.quantize_per_token(x_np, 0.01)
+    magnitude = np.abs(reference.int8_matmul(q, w.numpy())) * 0.01 * w_scale.numpy().astype(np.float64)
+    assert_within_roundoff(y, want, magnitude, torch.float16)

@@ -457,3 +457,19 @@ def test_native_entry_refuses_bad_static_scales():
         with pytest.raises(ValueError, match="static activation scale"):
             slimops._C.int8_linear_cpu(x.data_ptr(), 1, 8, 8, bad_scale, w.data_ptr(), 2, s.data_ptr(), 0,
                                        y.data_ptr(), 1)
+
+
+def test_fallback_refuses_bad_static_scales_too():
+    x, w, s, b = make_inputs(2, 16, 8)
+    with pytest.raises(ValueError, match="positive and finite"):
+        fallback.int8_linear(x, w, s, b, torch.tensor(-1.0))
+
+
+def test_static_scales_on_cuda_wait_for_the_gpu_check():
+    from slimops.backends import cuda, registry
+
+    x, w, s, b = make_inputs(2, 16, 8)
+    if cuda.HAS_TRITON:
+        assert "cuda_triton_static" in cuda.int8_linear_declines(x, w, s, b, torch.tensor(0.1))
+    static = next(k for k in registry._KERNELS["int8_linear"] if k.name == "cuda_triton_static")
+    assert not static.verified

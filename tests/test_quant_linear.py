@@ -159,3 +159,34 @@ def test_half_inputs():
         y = m(x.to(dtype))
         assert y.dtype == dtype
         torch.testing.assert_close(y.float(), m(x.to(dtype).float()), rtol=1e-2, atol=1e-2)
+
+
+@pytest.mark.parametrize("config", [c for c, _ in CONFIGS], ids=CONFIG_IDS)
+def test_model_half_keeps_float32_scales(config):
+    m = QuantLinear.from_linear(linear(), *config).half()
+    assert m.weight_scale.dtype == torch.float32 and m.bias.dtype == torch.float16
+    x = torch.randn(2, 64).half()
+    assert m(x).dtype == torch.float16
+
+
+def test_fine_tuning_in_half_precision():
+    m = QuantLinear.from_linear(linear(), finetune=True).bfloat16()
+    m.train()
+    x = torch.randn(3, 64, dtype=torch.bfloat16, requires_grad=True)
+    m(x).float().sum().backward()
+    assert m.weight.grad is not None and x.grad is not None
+
+
+def test_loading_without_a_master_weight_refreshes_it():
+    trained = QuantLinear.from_linear(linear(seed=1), finetune=True)
+    plain = QuantLinear.from_linear(linear(seed=2)).state_dict()
+    trained.load_state_dict(plain, strict=False)
+    torch.testing.assert_close(trained.weight.detach(), trained.dequantized_weight())
+    trained.train()
+    trained.eval()  # re-packs the master weight: must give back what was loaded
+    assert torch.equal(trained.qweight, plain["qweight"])
+
+
+def test_per_tensor_is_refused_clearly():
+    with pytest.raises(ValueError, match="not per tensor"):
+        QuantLinear(64, 48, weight_bits=4, group_size=0)

@@ -79,3 +79,14 @@ def test_bad_inputs(change, exc, match):
     args.update(change)
     with pytest.raises(exc, match=match):
         op(args["x"], args["w"], args["s"], args["z"], args["group_size"], args["b"])
+
+
+@pytest.mark.parametrize("name", ["w4a8_linear", "w4a16_linear"])
+def test_gradients_flow_through_the_dequantized_weight(name):
+    x, w, s, z, g, b = make_inputs(3, 64, 16, symmetric=False)
+    x.requires_grad_(True)
+    b.requires_grad_(True)
+    getattr(torch.ops.slimops, name)(x, w, s, z, g, b).sum().backward()
+    weight = torch.from_numpy(ref.w4a16_linear(np.eye(64, dtype=np.float32), w.numpy(), s.numpy(), z.numpy(), g)).T
+    torch.testing.assert_close(x.grad, weight.float().sum(0).expand(3, 64))
+    torch.testing.assert_close(b.grad, torch.full((16,), 3.0))

@@ -1,8 +1,11 @@
 """slimops: fast kernels for pruned, quantized and lightweight networks.
 
 Importing slimops registers its ops as ``torch.ops.slimops.*``:
-  quantize_per_token(x) -> (q int8, scale float32)   dynamic per-row int8 quantization
-  int8_linear(x, w_int8, w_scale, bias=None)          W8A8 linear
+  quantize_per_token(x) -> (q int8, scale float32)            dynamic per-row int8 quantization
+  int8_linear(x, w_int8, w_scale, bias=None, x_scale=None)     W8A8 linear
+  w8a16_linear(x, w_int8, w_scale, bias=None)                  W8A16 linear
+  w4a8_linear(x, w_packed, w_scale, w_zero_point, group_size, bias=None)   W4A8 linear
+  w4a16_linear(x, w_packed, w_scale, w_zero_point, group_size, bias=None)  W4A16 linear
 NumPy references live in ``slimops.reference``; drop-in modules in ``slimops.nn``.
 """
 

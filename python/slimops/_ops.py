@@ -46,8 +46,14 @@ register(
         cuda.int8_linear,
         ("cuda",),
         _F,
-        why_not=lambda *a: None if cuda.HAS_TRITON else "triton is not installed",
+        why_not=lambda *a: cuda.int8_linear_declines(*a),
     ),
+)
+# The static-scale path (torch quantization + the Triton GEMM) has not run on a GPU yet.
+register(
+    "int8_linear",
+    Kernel("cuda_triton_static", cuda.int8_linear, ("cuda",), _F, verified=False,
+           why_not=lambda *a: None if cuda.HAS_TRITON else "triton is not installed"),
 )
 register("int8_linear", Kernel("torch", fallback.int8_linear, None, _F))
 
@@ -179,3 +185,30 @@ def _w4a16_linear(x, w_packed, w_scale, w_zero_point, group_size, bias=None):
 def _w4a16_linear_fake(x, w_packed, w_scale, w_zero_point, group_size, bias=None):
     _checks.check_int4_linear("w4a16_linear", x, w_packed, w_scale, w_zero_point, group_size, bias)
     return x.new_empty((*x.shape[:-1], w_packed.shape[0]))
+
+
+# ---- autograd of the 4-bit ops -----------------------------------------------
+def _int4_weight_setup(ctx, inputs, output):
+    x, w_packed, w_scale, w_zero_point, group_size, bias = inputs
+    ctx.save_for_backward(w_packed, w_scale, w_zero_point)
+    ctx.k = x.shape[-1]
+    ctx.bias_dtype = None if bias is None else bias.dtype
+
+
+def _int4_weight_backward(ctx, grad):
+    """Gradients of x and bias through the dequantized weight (straight-through
+    for the activation rounding of W4A8); the packed weight gets none."""
+    w_packed, w_scale, w_zero_point = ctx.saved_tensors
+    grad_x = grad_bias = None
+    if ctx.needs_input_grad[0]:
+        w = fallback.int4_weight(w_packed, w_zero_point, w_scale.shape[1], ctx.k).to(grad.dtype)
+        grad_x = grad @ (w * w_scale[..., None].to(grad.dtype)).reshape(w_packed.shape[0], ctx.k)
+    if ctx.bias_dtype is not None and ctx.needs_input_grad[5]:
+        grad_bias = grad.sum(dim=tuple(range(grad.dim() - 1))).to(ctx.bias_dtype)
+    return grad_x, None, None, None, None, grad_bias
+
+
+for _name in ("w4a8_linear", "w4a16_linear"):
+    torch.library.register_autograd(
+        f"slimops::{_name}", _int4_weight_backward, setup_context=_int4_weight_setup, lib=_lib
+    )

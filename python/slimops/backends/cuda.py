@@ -38,8 +38,7 @@ def int8_linear(x, w_int8, w_scale, bias, x_scale=None):
     from ..kernels.int8_linear import int8_linear as triton_int8_linear
 
     if x_scale is not None:
-        # A static scale is checked on the device, without a host sync.
-        torch._assert_async((x_scale > 0).all() & torch.isfinite(x_scale).all() & torch.isfinite(1 / x_scale).all())
+        fallback.check_static_scale("int8_linear", x_scale)
         q, row_scale = fallback.quantize_per_token(x, x_scale)
     elif HAS_CUDA_EXTENSION:
         q, row_scale = quantize_per_token(x)
@@ -48,6 +47,14 @@ def int8_linear(x, w_int8, w_scale, bias, x_scale=None):
     n = w_int8.shape[0]
     y = triton_int8_linear(as_rows(q), row_scale.reshape(-1), w_int8, w_scale, bias, out_dtype=x.dtype)
     return y.reshape(*x.shape[:-1], n)
+
+
+def int8_linear_declines(x, w_int8, w_scale, bias, x_scale=None):
+    if not HAS_TRITON:
+        return "triton is not installed"
+    if x_scale is not None:
+        return "static activation scales on CUDA go to the cuda_triton_static kernel"
+    return None
 
 
 def w4a16_linear(x, w_packed, w_scale, w_zero_point, group_size, bias):

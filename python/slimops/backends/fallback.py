@@ -33,7 +33,20 @@ def quantize_per_token(x: torch.Tensor, static_scale: torch.Tensor | None = None
     return q, scale
 
 
+def check_static_scale(op: str, x_scale: torch.Tensor) -> None:
+    """A static activation scale must be positive and finite (and so its inverse):
+    read on the host for CPU tensors, asserted on the device otherwise."""
+    ok = (x_scale > 0) & torch.isfinite(x_scale) & torch.isfinite(1 / x_scale)
+    if x_scale.device.type == "cpu":
+        if not bool(ok.all()):
+            raise ValueError(f"slimops.{op}: the static activation scale must be positive and finite, got {x_scale}")
+    else:
+        torch._assert_async(ok.all(), f"slimops.{op}: the static activation scale must be positive and finite")
+
+
 def int8_linear(x, w_int8, w_scale, bias, x_scale=None):
+    if x_scale is not None:
+        check_static_scale("int8_linear", x_scale)
     q, x_scale = quantize_per_token(x, x_scale)
     acc = q.double() @ w_int8.double().T
     y = acc * x_scale.double()[..., None] * w_scale.reshape(-1).double()
@@ -48,10 +61,18 @@ def w8a16_linear(x, w_int8, w_scale, bias):
     return torch.nn.functional.linear(x.float(), w, bias).to(x.dtype)
 
 
-def _int4_weight(w_packed, w_zero_point, groups, k):
-    """(u - z) as int16 [N, G, K / G] from the packed nibbles (z = 8 when symmetric)."""
-    if w_zero_point is not None and w_zero_point.numel() and bool(((w_zero_point < 0) | (w_zero_point > 15)).any()):
-        raise ValueError("a 4-bit zero point is outside 0..15")
+def int4_weight(w_packed, w_zero_point, groups, k):
+    """(u - z) as int16 [N, G, K / G] from the packed nibbles (z = 8 when symmetric).
+    Zero points outside 0..15 are refused: on the host for CPU tensors, by a
+    device-side assert elsewhere (no host sync per call)."""
+    if w_zero_point is not None and w_zero_point.numel():
+        ok = ((w_zero_point >= 0) & (w_zero_point <= 15)).all()
+        message = "slimops: a 4-bit zero point is outside 0..15"
+        if w_zero_point.device.type == "cpu":
+            if not bool(ok):
+                raise ValueError(message)
+        else:
+            torch._assert_async(ok, message)
     n = w_packed.shape[0]
     p = w_packed.to(torch.int16)
     u = torch.stack([p & 0xF, p >> 4], dim=-1).reshape(n, -1)[:, :k]
@@ -64,11 +85,10 @@ def w4a8_linear(x, w_packed, w_scale, w_zero_point, group_size, bias):
     n = w_packed.shape[0]
     groups = w_scale.shape[1]
     q, x_scale = quantize_per_token(x)
-    # Exact in float64: every group sum is an integer below 2^31.
-    uz = _int4_weight(w_packed, w_zero_point, groups, k).double()
-    qg = q.reshape(-1, groups, uz.shape[-1]).double()
-    d = torch.einsum("mjk,njk->mnj", qg, uz)
-    y = (d * w_scale.double()).sum(dim=-1) * x_scale.reshape(-1, 1).double()
+    # float64 [N, K] weight (u - z) * s: each product with q is exact, only the
+    # order of the float64 sum differs from the reference's group-by-group one.
+    w = (int4_weight(w_packed, w_zero_point, groups, k).double() * w_scale.double()[..., None]).reshape(n, k)
+    y = (q.reshape(-1, k).double() @ w.T) * x_scale.reshape(-1, 1).double()
     if bias is not None:
         y = y + bias.double()
     return y.reshape(*x.shape[:-1], n).to(x.dtype)
@@ -77,6 +97,6 @@ def w4a8_linear(x, w_packed, w_scale, w_zero_point, group_size, bias):
 def w4a16_linear(x, w_packed, w_scale, w_zero_point, group_size, bias):
     k = x.shape[-1]
     n = w_packed.shape[0]
-    w = (_int4_weight(w_packed, w_zero_point, w_scale.shape[1], k).float() * w_scale[..., None]).reshape(n, k)
+    w = (int4_weight(w_packed, w_zero_point, w_scale.shape[1], k).float() * w_scale[..., None]).reshape(n, k)
     bias = None if bias is None else bias.float()
     return torch.nn.functional.linear(x.float(), w, bias).to(x.dtype)

@@ -44,7 +44,9 @@ class QuantLinear(nn.Module):
             )
         if weight_bits == 8 and (group_size != -1 or not symmetric):
             raise ValueError("8-bit QuantLinear weights are symmetric per output channel (group_size=-1)")
-        if group_size != -1 and (group_size <= 0 or in_features % group_size):
+        if group_size == 0:
+            raise ValueError("QuantLinear quantizes per output channel (group_size=-1) or per group, not per tensor")
+        if group_size != -1 and (group_size < 0 or in_features % group_size):
             raise ValueError(f"group_size={group_size} does not divide in_features={in_features}")
         self.in_features = in_features
         self.out_features = out_features
@@ -110,9 +112,11 @@ class QuantLinear(nn.Module):
         return self.quantized_weight().dequantize()
 
     def to_linear(self) -> nn.Linear:
-        """An nn.Linear holding the dequantized weight (for debugging)."""
+        """An nn.Linear holding the dequantized weight (what this layer
+        computes with), in the bias' dtype (for debugging)."""
+        dtype = self.bias.dtype if self.bias is not None else torch.float32
         linear = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None,
-                           device=self.qweight.device)
+                           device=self.qweight.device, dtype=dtype)
         with torch.no_grad():
             linear.weight.copy_(self.dequantized_weight())
             if self.bias is not None:
@@ -128,7 +132,8 @@ class QuantLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training and self.weight is not None:
             x = _fake_quantize_rows(x) if self.act_bits == 8 else x
-            return F.linear(x, self._fake_quantized_weight(), self.bias)
+            bias = None if self.bias is None else self.bias.to(x.dtype)
+            return F.linear(x, self._fake_quantized_weight().to(x.dtype), bias)
         if self.weight_bits == 8:
             op = torch.ops.slimops.int8_linear if self.act_bits == 8 else torch.ops.slimops.w8a16_linear
             return op(x, self.qweight, self.weight_scale, self.bias)
@@ -140,6 +145,13 @@ class QuantLinear(nn.Module):
             q, scale, zero_point = quantize_tensor(self.weight, self.weight_bits, self.group_size, self.symmetric)
             fake = dequantize_tensor(q, scale, zero_point, self.group_size)
         return _straight_through(self.weight, fake)
+
+    def _apply(self, fn, recurse=True):
+        # model.half() / .to(bfloat16) cast every floating buffer; the ops take
+        # float32 scales whatever the activations are.
+        super()._apply(fn, recurse)
+        self._buffers["weight_scale"] = self._buffers["weight_scale"].float()
+        return self
 
     def train(self, mode: bool = True) -> "QuantLinear":
         if not mode and self.training and self.weight is not None:
@@ -187,6 +199,10 @@ class QuantLinear(nn.Module):
             return
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                                       error_msgs)
+        if self.weight is not None and prefix + "weight" not in state_dict:
+            # Otherwise the next eval() would re-pack the stale master weight over what was loaded.
+            with torch.no_grad():
+                self.weight.copy_(self.dequantized_weight())
 
     def _state_problems(self, state_dict, prefix) -> list[str]:
         problems = []
@@ -197,6 +213,10 @@ class QuantLinear(nn.Module):
         scale = state_dict.get(prefix + "weight_scale")
         if scale is not None and scale.dtype.is_floating_point and not bool(torch.isfinite(scale).all()):
             problems.append("weight_scale holds NaN or Inf")
+        qweight = state_dict.get(prefix + "qweight")
+        if self.weight_bits == 4 and self.symmetric and qweight is not None and qweight.dtype == torch.uint8:
+            if bool(((qweight & 0xF) == 0).any()) or bool(((qweight >> 4) == 0).any()):
+                problems.append("qweight: a symmetric 4-bit nibble is 0 (values are stored as q + 8)")
         zero_point = state_dict.get(prefix + "weight_zero_point")
         if zero_point is not None and zero_point.numel() and bool(((zero_point < 0) | (zero_point > 15)).any()):
             problems.append("weight_zero_point outside 0..15")

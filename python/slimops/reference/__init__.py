@@ -27,4 +27,7 @@ __all__ = [
     "quantize",
     "quantize_per_token",
     "unpack_int4",
+    "w4a8_linear",
+    "w4a16_linear",
+    "w8a16_linear",
 ]
