@@ -214,4 +214,21 @@ void parallel_for(int64_t ntasks, int nthreads, const std::function<void(int64_t
   pool().run(ntasks, nthreads, fn);
 }
 
+int threads_for(int64_t M, int64_t N, int64_t K, int nthreads) {
+  constexpr int64_t kMinParallelMacs = int64_t{1} << 18;
+  if (N <= 0 || M * std::max<int64_t>(K, 1) < kMinParallelMacs / N) return 1;  // M * N * K, without overflow
+  return std::clamp(nthreads, 1, kMaxThreads);
+}
+
+void parallel_for_tiles(int64_t M, int64_t N, int64_t m_block, int64_t n_block, int nthreads,
+                        const std::function<void(int64_t, int64_t, int64_t, int64_t)>& fn) {
+  const int64_t m_tiles = (M + m_block - 1) / m_block;
+  const int64_t n_tiles = (N + n_block - 1) / n_block;
+  parallel_for(m_tiles * n_tiles, nthreads, [&](int64_t task) {
+    const int64_t m_begin = task / n_tiles * m_block;
+    const int64_t n_begin = task % n_tiles * n_block;
+    fn(m_begin, std::min(M, m_begin + m_block), n_begin, std::min(N, n_begin + n_block));
+  });
+}
+
 }  // namespace slimops

@@ -4,9 +4,8 @@
 
 #include <algorithm>
 #include <cmath>
-#include <memory>
-#include <new>
 
+#include "../scratch.h"
 #include "kernels.h"
 #include "slimops/cpu_isa.h"
 #include "slimops/thread_pool.h"
@@ -65,11 +64,6 @@ void quantize_rows(QuantizeRowFn quantize_row, const float* x, int64_t rows, int
   });
 }
 
-template <typename T>
-std::unique_ptr<T[]> scratch(int64_t n) {
-  return std::unique_ptr<T[]>(new (std::nothrow) T[static_cast<size_t>(std::max<int64_t>(n, 1))]);
-}
-
 }  // namespace
 
 Status quantize_per_token_cpu(const float* x, int64_t rows, int64_t cols, int64_t x_row_stride, int8_t* q,
@@ -102,10 +96,7 @@ Status int8_linear_cpu(const float* x, int64_t M, int64_t K, int64_t x_row_strid
   auto qsum = scratch<int32_t>(M);
   if (!q || !x_scale || !qsum) return Status::kOutOfMemory;
   const IsaKernels isa = kernels_for(active_cpu_isa());
-  // Below this many multiply-adds (a few microseconds of work) waking other
-  // threads costs more than it saves.
-  constexpr int64_t kMinParallelMacs = int64_t{1} << 18;
-  if (M * K < kMinParallelMacs / N) nthreads = 1;  // M * N * K, without overflow
+  nthreads = threads_for(M, N, K, nthreads);
   quantize_rows(isa.quantize_row, x, M, K, x_row_stride, static_x_scale, q.get(), x_scale.get(), qsum.get(),
                 nthreads);
 
@@ -116,16 +107,12 @@ Status int8_linear_cpu(const float* x, int64_t M, int64_t K, int64_t x_row_strid
   // worker right after a torch op).
   const int64_t m_block = std::min<int64_t>(M, 128);
   const int64_t m_tiles = (M + m_block - 1) / m_block;
-  const int64_t want_n_tiles = std::max<int64_t>(1, 32 * int64_t{std::clamp(nthreads, 1, kMaxThreads)} / m_tiles);
+  const int64_t want_n_tiles = std::max<int64_t>(1, 32 * int64_t{nthreads} / m_tiles);
   const int64_t n_block = std::clamp<int64_t>((N + want_n_tiles - 1) / want_n_tiles / 4 * 4, 4, 1024);
-  const int64_t n_tiles = (N + n_block - 1) / n_block;
   const GemmTile base{q.get(), qsum.get(), x_scale.get(), w, w_scale, bias, y, K, N, 0, 0, 0, 0};
-  parallel_for(m_tiles * n_tiles, nthreads, [&](int64_t task) {
+  parallel_for_tiles(M, N, m_block, n_block, nthreads, [&](int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
     GemmTile t = base;
-    t.m_begin = task / n_tiles * m_block;
-    t.m_end = std::min(M, t.m_begin + m_block);
-    t.n_begin = task % n_tiles * n_block;
-    t.n_end = std::min(N, t.n_begin + n_block);
+    t.m_begin = m0, t.m_end = m1, t.n_begin = n0, t.n_end = n1;
     isa.gemm_tile(t);
   });
   return Status::kOk;

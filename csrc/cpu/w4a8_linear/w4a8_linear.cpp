@@ -4,10 +4,9 @@
 
 #include <algorithm>
 #include <atomic>
-#include <memory>
-#include <new>
 
 #include "../int8_linear/kernels.h"
+#include "../scratch.h"
 #include "kernels.h"
 #include "slimops/cpu_isa.h"
 #include "slimops/thread_pool.h"
@@ -54,11 +53,6 @@ Status check_sizes(int64_t M, int64_t K, int64_t N, int64_t x_row_stride, int64_
   return Status::kOk;
 }
 
-template <typename T>
-std::unique_ptr<T[]> scratch(int64_t n) {
-  return std::unique_ptr<T[]>(new (std::nothrow) T[static_cast<size_t>(std::max<int64_t>(n, 1))]);
-}
-
 // Row m of the SIMD layout (kernels.h): per 128-K block its even elements,
 // then its odd ones, zero padded past K; block b at out + b * M * kBlock.
 void interleave_row(const int8_t* q, int64_t K, int64_t Kb, int64_t M, int8_t* out) {
@@ -95,10 +89,7 @@ Status w4a8_linear_cpu(const float* x, int64_t M, int64_t K, int64_t x_row_strid
   auto x_scale = scratch<float>(M);
   if (!q || !qb || !qgsum || !x_scale) return Status::kOutOfMemory;
 
-  // Below this many multiply-adds waking other threads costs more than it saves.
-  constexpr int64_t kMinParallelMacs = int64_t{1} << 18;
-  if (M * K < kMinParallelMacs / N) nthreads = 1;  // M * N * K, without overflow
-  nthreads = std::clamp(nthreads, 1, kMaxThreads);
+  nthreads = threads_for(M, N, K, nthreads);
 
   const int64_t rows_per_task = std::max<int64_t>(1, 32768 / std::max<int64_t>(K, 1));
   parallel_for((M + rows_per_task - 1) / rows_per_task, nthreads, [&](int64_t task) {
@@ -124,17 +115,13 @@ Status w4a8_linear_cpu(const float* x, int64_t M, int64_t K, int64_t x_row_strid
   const int64_t tasks_per_thread = M == 1 ? 4 : 16;
   const int64_t want_n_tiles = std::max<int64_t>(1, tasks_per_thread * nthreads / m_tiles);
   const int64_t n_block = std::clamp<int64_t>((N + want_n_tiles - 1) / want_n_tiles / step * step, step, 4096);
-  const int64_t n_tiles = (N + n_block - 1) / n_block;
   const TileFn tile = simd ? isa.tile : w4a8_linear::tile_scalar;
   const Tile base{q.get(), qb.get(), qgsum.get(), x_scale.get(), w, w_scale, w_zero, bias, y,
                   M, K, Kb, Kh, N, G, group, 0, 0, 0, 0};
   std::atomic<bool> ok{true};
-  parallel_for(m_tiles * n_tiles, nthreads, [&](int64_t task) {
+  parallel_for_tiles(M, N, m_block, n_block, nthreads, [&](int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
     Tile t = base;
-    t.m_begin = task / n_tiles * m_block;
-    t.m_end = std::min(M, t.m_begin + m_block);
-    t.n_begin = task % n_tiles * n_block;
-    t.n_end = std::min(N, t.n_begin + n_block);
+    t.m_begin = m0, t.m_end = m1, t.n_begin = n0, t.n_end = n1;
     if (!tile(t)) ok.store(false, std::memory_order_relaxed);
   });
   return ok.load() ? Status::kOk : Status::kBadZeroPoint;

@@ -49,25 +49,19 @@ Status w8a16_linear_cpu(const float* x, int64_t M, int64_t K, int64_t x_row_stri
   if (M == 0 || N == 0) return Status::kOk;
   if ((K != 0 && (x == nullptr || w == nullptr)) || w_scale == nullptr || y == nullptr) return Status::kNullPointer;
   const TileFn tile = tile_for(active_cpu_isa());
-  // Below this many multiply-adds waking other threads costs more than it saves.
-  constexpr int64_t kMinParallelMacs = int64_t{1} << 18;
-  if (M * std::max<int64_t>(K, 1) < kMinParallelMacs / N) nthreads = 1;  // M * N * K, without overflow
+  nthreads = threads_for(M, N, K, nthreads);
 
   // Tiles: up to 32 activation rows (128 KiB of float32 x at K = 1024, within
   // L2 up to K = 8192) share each pass over a weight row, and enough column
   // blocks for about 32 tasks per thread, so the dynamic hand-out balances.
   const int64_t m_block = std::min<int64_t>(M, 32);
   const int64_t m_tiles = (M + m_block - 1) / m_block;
-  const int64_t want_n_tiles = std::max<int64_t>(1, 32 * int64_t{std::clamp(nthreads, 1, kMaxThreads)} / m_tiles);
+  const int64_t want_n_tiles = std::max<int64_t>(1, 32 * int64_t{nthreads} / m_tiles);
   const int64_t n_block = std::clamp<int64_t>((N + want_n_tiles - 1) / want_n_tiles, 8, 1024);
-  const int64_t n_tiles = (N + n_block - 1) / n_block;
   const Tile base{x, w, w_scale, bias, y, K, N, x_row_stride, 0, 0, 0, 0};
-  parallel_for(m_tiles * n_tiles, nthreads, [&](int64_t task) {
+  parallel_for_tiles(M, N, m_block, n_block, nthreads, [&](int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
     Tile t = base;
-    t.m_begin = task / n_tiles * m_block;
-    t.m_end = std::min(M, t.m_begin + m_block);
-    t.n_begin = task % n_tiles * n_block;
-    t.n_end = std::min(N, t.n_begin + n_block);
+    t.m_begin = m0, t.m_end = m1, t.n_begin = n0, t.n_end = n1;
     tile(t);
   });
   return Status::kOk;

@@ -23,6 +23,16 @@ void parallel_for(int64_t ntasks, int nthreads, const std::function<void(int64_t
 // Requests for more threads than this are capped.
 constexpr int kMaxThreads = 1024;
 
+// Threads worth using for an M x N output with K-long dot products: one below
+// 2^18 multiply-adds (waking others costs more than it saves), else nthreads
+// capped to [1, kMaxThreads].
+int threads_for(int64_t M, int64_t N, int64_t K, int nthreads);
+
+// Runs fn(m_begin, m_end, n_begin, n_end) for every m_block x n_block tile of
+// an M x N output (edge tiles clipped), handed out like parallel_for.
+void parallel_for_tiles(int64_t M, int64_t N, int64_t m_block, int64_t n_block, int nthreads,
+                        const std::function<void(int64_t, int64_t, int64_t, int64_t)>& fn);
+
 enum class ThreadBackend { kAuto = 0, kOpenMP = 1, kPool = 2 };
 
 // kAuto (the default) uses torch's libgomp if loaded, else the pool. Forcing

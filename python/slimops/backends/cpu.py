@@ -45,7 +45,9 @@ def quantize_per_token(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return q.reshape(x.shape), scale.reshape(x.shape[:-1])
 
 
-def int8_linear(x, w_int8, w_scale, bias, x_scale=None):
+def _run_int8_weight(entry, x, w_int8, w_scale, bias, *x_args):
+    """Calls a native op on an int8 [N, K] weight: entry(x, rows, K, row stride,
+    *x_args, w, N, w_scale, bias or 0, y, threads), y float32 [rows, N]."""
     x2 = _rows_f32(x)
     rows, k = x2.shape
     n = w_int8.shape[0]
@@ -54,12 +56,12 @@ def int8_linear(x, w_int8, w_scale, bias, x_scale=None):
     if w_scale.dim() != 1 or not w_scale.is_contiguous():
         w_scale = w_scale.reshape(-1).contiguous()
     bias = _bias_f32(bias)
-    _C.int8_linear_cpu(
+    entry(
         x2.data_ptr(),
         rows,
         k,
         x2.stride(0),
-        0.0 if x_scale is None else static_scale_value(x_scale),
+        *x_args,
         w_int8.data_ptr(),
         n,
         w_scale.data_ptr(),
@@ -68,29 +70,15 @@ def int8_linear(x, w_int8, w_scale, bias, x_scale=None):
         torch.get_num_threads(),
     )
     return _as_output(y, x)
+
+
+def int8_linear(x, w_int8, w_scale, bias, x_scale=None):
+    static_scale = 0.0 if x_scale is None else static_scale_value(x_scale)
+    return _run_int8_weight(_C.int8_linear_cpu, x, w_int8, w_scale, bias, static_scale)
 
 
 def w8a16_linear(x, w_int8, w_scale, bias):
-    x2 = _rows_f32(x)
-    rows, k = x2.shape
-    n = w_int8.shape[0]
-    y = torch.empty((rows, n), dtype=torch.float32)
-    if w_scale.dim() != 1 or not w_scale.is_contiguous():
-        w_scale = w_scale.reshape(-1).contiguous()
-    bias = _bias_f32(bias)
-    _C.w8a16_linear_cpu(
-        x2.data_ptr(),
-        rows,
-        k,
-        x2.stride(0),
-        w_int8.data_ptr(),
-        n,
-        w_scale.data_ptr(),
-        0 if bias is None else bias.data_ptr(),
-        y.data_ptr(),
-        torch.get_num_threads(),
-    )
-    return _as_output(y, x)
+    return _run_int8_weight(_C.w8a16_linear_cpu, x, w_int8, w_scale, bias)
 
 
 def w4a8_linear(x, w_packed, w_scale, w_zero_point, group_size, bias):
