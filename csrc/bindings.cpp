@@ -11,6 +11,7 @@
 #include "slimops/int8_linear.h"
 #include "slimops/status.h"
 #include "slimops/thread_pool.h"
+#include "slimops/w4a16_linear.h"
 #include "slimops/w4a8_linear.h"
 #include "slimops/w8a16_linear.h"
 #ifdef SLIMOPS_WITH_CUDA
@@ -116,6 +117,30 @@ PYBIND11_MODULE(_C, m) {
       py::arg("nthreads"), py::call_guard<py::gil_scoped_release>());
 
   m.attr("w4a8_linear_max_k") = kW4A8LinearMaxK;
+
+  m.def(
+      "w4a16_linear_cpu",
+      [](uintptr_t x, int64_t M, int64_t K, int64_t x_row_stride, uintptr_t w, int64_t N, uintptr_t w_scale,
+         uintptr_t w_zero, int64_t group_size, uintptr_t bias, uintptr_t y, int nthreads) {
+        raise_if_failed(w4a16_linear_cpu(ptr<const float>(x), M, K, x_row_stride, ptr<const uint8_t>(w), N,
+                                         ptr<const float>(w_scale), ptr<const int32_t>(w_zero), group_size,
+                                         ptr<const float>(bias), ptr<float>(y), nthreads),
+                        "w4a16_linear");
+      },
+      py::arg("x"), py::arg("M"), py::arg("K"), py::arg("x_row_stride"), py::arg("w"), py::arg("N"),
+      py::arg("w_scale"), py::arg("w_zero"), py::arg("group_size"), py::arg("bias"), py::arg("y"),
+      py::arg("nthreads"), py::call_guard<py::gil_scoped_release>());
+
+  m.def(
+      "w4a16_dequantize_bf16_cpu",
+      [](uintptr_t w, int64_t N, int64_t K, uintptr_t w_scale, uintptr_t w_zero, int64_t group_size, uintptr_t out,
+         int nthreads) {
+        raise_if_failed(w4a16_dequantize_bf16_cpu(ptr<const uint8_t>(w), N, K, ptr<const float>(w_scale),
+                                                  ptr<const int32_t>(w_zero), group_size, ptr<uint16_t>(out), nthreads),
+                        "w4a16_linear");
+      },
+      py::arg("w"), py::arg("N"), py::arg("K"), py::arg("w_scale"), py::arg("w_zero"), py::arg("group_size"),
+      py::arg("out"), py::arg("nthreads"), py::call_guard<py::gil_scoped_release>());
 
   m.def(
       "w8a16_linear_cpu",

@@ -76,6 +76,7 @@ register(
         why_not=lambda *a: "triton is not installed" if not cuda.HAS_TRITON else cuda.w4a16_group_supported(*a),
     ),
 )
+register("w4a16_linear", Kernel("cpu_c", cpu.w4a16_linear, ("cpu",), _F))
 register("w4a16_linear", Kernel("torch", fallback.w4a16_linear, None, _F))
 
 

@@ -1,16 +1,8 @@
 // Per-ISA building blocks of w4a8_linear; w4a8_linear.cpp quantizes the
 // activations, lays them out and splits the output into tiles.
 //
-// Activation layout of the SIMD paths (kernel-private, built per call): each
-// row is cut into blocks of 128 K values, zero padded at the end; a block
-// holds its 64 even elements (k = 0, 2, ..., 126) and then its 64 odd ones.
-// Blocks are stored block-major, [Kb / 128][M][128]: the rows a tile reads
-// together for one block are contiguous (row-major, M rows 4096 bytes apart
-// would all fall into the same L1 sets and evict each other).
-// Byte i of a 64-byte slice of packed weights then pairs with element i of
-// the even half (low nibble, u[2i]) and of the odd half (high nibble,
-// u[2i+1]): the nibbles are unpacked with one and/shift each and no shuffle,
-// and every 32-bit lane of a u8 x s8 dot product covers 8 consecutive K values.
+// Activation layout of the SIMD paths: int4_activation_layout.h; every 32-bit
+// lane of a u8 x s8 dot product covers 8 consecutive K values.
 //
 // Exactness: u is 0..15 and q is -127..127, so vpdpbusd (no saturation) and
 // vpmaddubsw (a pair is at most 2 * 15 * 127 = 3810) give sum u * q exactly,
@@ -20,10 +12,12 @@
 
 #include <cstdint>
 
+#include "../int4_activation_layout.h"
+
 namespace slimops {
 namespace w4a8_linear {
 
-constexpr int64_t kBlock = 128;     // K values per block of the activation layout
+constexpr int64_t kBlock = kInt4Block;  // K values per block of the activation layout
 constexpr int64_t kSubgroup = 32;   // the SIMD paths reduce 32-K subgroups; g must be a multiple (or G = 1)
 
 // A rectangle [m_begin, m_end) x [n_begin, n_end) of the output.

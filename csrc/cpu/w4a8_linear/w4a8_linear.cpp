@@ -6,6 +6,7 @@
 #include <atomic>
 
 #include "../int8_linear/kernels.h"
+#include "../int4_activation_layout.h"
 #include "../scratch.h"
 #include "kernels.h"
 #include "slimops/cpu_isa.h"
@@ -53,16 +54,6 @@ Status check_sizes(int64_t M, int64_t K, int64_t N, int64_t x_row_stride, int64_
   return Status::kOk;
 }
 
-// Row m of the SIMD layout (kernels.h): per 128-K block its even elements,
-// then its odd ones, zero padded past K; block b at out + b * M * kBlock.
-void interleave_row(const int8_t* q, int64_t K, int64_t Kb, int64_t M, int8_t* out) {
-  for (int64_t b = 0; b < Kb / kBlock; ++b) std::fill(out + b * M * kBlock, out + b * M * kBlock + kBlock, int8_t{0});
-  for (int64_t k = 0; k < K; ++k) {
-    const int64_t i = k % kBlock;
-    out[k / kBlock * M * kBlock + (i % 2) * 64 + i / 2] = q[k];
-  }
-}
-
 }  // namespace
 
 Status w4a8_linear_cpu(const float* x, int64_t M, int64_t K, int64_t x_row_stride, const uint8_t* w, int64_t N,
@@ -102,7 +93,7 @@ Status w4a8_linear_cpu(const float* x, int64_t M, int64_t K, int64_t x_row_strid
         for (int64_t k = j * group; k < (j + 1) * group; ++k) sum += qm[k];
         qgsum[m * G + j] = sum;
       }
-      if (simd) interleave_row(qm, K, Kb, M, qb.get() + m * kBlock);
+      if (simd) int4_activation_row(K, Kb, M, qb.get() + m * kBlock, [&](int64_t k) { return qm[k]; });
     }
   });
 

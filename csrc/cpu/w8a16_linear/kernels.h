@@ -4,6 +4,7 @@
 
 #include <cstdint>
 
+#include "../lanes64.h"
 #include "slimops/w8a16_linear.h"
 
 namespace slimops {
@@ -30,15 +31,9 @@ namespace {
 inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 
 // Steps 2 and 3 of the float order: the fixed reduction tree over the 64
-// partial sums p, then the scale and bias. Plain float adds and multiplies
-// (-ffp-contract=off), so every ISA's copy rounds identically.
+// partial sums p, then the scale and bias (plain float operations).
 inline float finish_output(const float* p, const Tile& t, int64_t n) {
-  float r[16];
-  for (int l = 0; l < 16; ++l) r[l] = (p[l] + p[l + 16]) + (p[l + 32] + p[l + 48]);
-  for (int width = 8; width >= 1; width /= 2) {
-    for (int l = 0; l < width; ++l) r[l] = r[l] + r[l + width];
-  }
-  const float v = r[0] * t.w_scale[n];
+  const float v = reduce_lanes64(p) * t.w_scale[n];
   return t.bias != nullptr ? v + t.bias[n] : v;
 }
 

@@ -9,7 +9,7 @@
 //        p[l] = fma(x[m, k], float(w[n, k]), p[l])   (one rounding: fused)
 //      K is padded up to a multiple of 64 with x = 0 and w = 0, so every lane
 //      sees the same number of steps (the padding adds +0).
-//   2. The lanes are reduced by a fixed tree (kernels.h, reduce_lanes):
+//   2. The lanes are reduced by a fixed tree (csrc/cpu/lanes64.h):
 //        q[l] = (p[l] + p[l + 16]) + (p[l + 32] + p[l + 48])   for l < 16
 //        then halving: r[l] = q[l] + q[l + 8], r[l] + r[l + 4], ... to one sum.
 //   3. y = acc * w_scale[n], then y + bias[n] when there is a bias (two roundings).

@@ -105,3 +105,57 @@ def w4a8_linear(x, w_packed, w_scale, w_zero_point, group_size, bias):
         torch.get_num_threads(),
     )
     return _as_output(y, x)
+
+
+# From this many activation rows on, w4a16_linear dequantizes the weight once to
+# bf16 and runs torch's (oneDNN's) bf16 GEMM; below, its own kernel streams the
+# packed weight once and decodes it in registers (measured crossover, README).
+W4A16_GEMM_MIN_ROWS = 16
+
+
+def _int4_weight_args(w_packed, w_scale, w_zero_point):
+    w_scale = w_scale.contiguous()
+    zero = 0 if w_zero_point is None else w_zero_point.contiguous()
+    return w_scale, zero
+
+
+def w4a16_dequantize_bf16(w_packed, w_scale, w_zero_point, group_size, k):
+    """The bf16 [N, K] weight of the CPU W4A16 path: bf16((u - z) * s)."""
+    n = w_packed.shape[0]
+    w_scale, zero = _int4_weight_args(w_packed, w_scale, w_zero_point)
+    out = torch.empty((n, k), dtype=torch.bfloat16)
+    _C.w4a16_dequantize_bf16_cpu(w_packed.data_ptr(), n, k, w_scale.data_ptr(),
+                                 0 if isinstance(zero, int) else zero.data_ptr(), group_size, out.data_ptr(),
+                                 torch.get_num_threads())
+    return out
+
+
+def w4a16_linear(x, w_packed, w_scale, w_zero_point, group_size, bias):
+    k = x.shape[-1]
+    n = w_packed.shape[0]
+    x2 = as_rows(x)
+    bias = _bias_f32(bias)
+    if x2.shape[0] >= W4A16_GEMM_MIN_ROWS:
+        w = w4a16_dequantize_bf16(w_packed, w_scale, w_zero_point, group_size, k)
+        y = torch.nn.functional.linear(x2.to(torch.bfloat16), w).float()
+        if bias is not None:
+            y += bias
+        return _as_output(y, x)
+    x2 = x2 if x2.dtype == torch.float32 else x2.float()
+    y = torch.empty((x2.shape[0], n), dtype=torch.float32)
+    w_scale, zero = _int4_weight_args(w_packed, w_scale, w_zero_point)
+    _C.w4a16_linear_cpu(
+        x2.data_ptr(),
+        x2.shape[0],
+        k,
+        x2.stride(0),
+        w_packed.data_ptr(),
+        n,
+        w_scale.data_ptr(),
+        0 if isinstance(zero, int) else zero.data_ptr(),
+        group_size,
+        0 if bias is None else bias.data_ptr(),
+        y.data_ptr(),
+        torch.get_num_threads(),
+    )
+    return _as_output(y, x)

@@ -3,7 +3,15 @@
 import numpy as np
 
 
-def w4a16_linear(x, w_packed, w_scale, w_zero_point, group_size, bias=None):
+def round_to_bf16(a):
+    """float32 values rounded to the nearest bfloat16 (ties to even), as float32; NaN stays NaN."""
+    a = np.asarray(a, dtype=np.float32)
+    bits = a.view(np.uint32).astype(np.uint64)
+    rounded = ((bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000).astype(np.uint32).view(np.float32)
+    return np.where(np.isnan(a), a, rounded)
+
+
+def w4a16_linear(x, w_packed, w_scale, w_zero_point, group_size, bias=None, bf16=False):
     """y = x @ W^T + bias in float64, W = (u - z) * s group by group.
 
     x: float [..., K]. w_packed: uint8 [N, ceil(K/2)], the 4-bit values u of
@@ -20,6 +28,10 @@ def w4a16_linear(x, w_packed, w_scale, w_zero_point, group_size, bias=None):
     roundings per weight), accumulates the dot products in float32 and adds
     the bias in float32 before casting to the activation dtype; it is held to
     this reference within the roundoff that implies.
+
+    bf16=True gives the CPU kernels' operands: x rounded to bfloat16 (from
+    float32), W = bf16(float32(u - z) * s); the products and their sum are
+    still float64 here (the kernels' products are exact in float32 too).
     """
     x = np.asarray(x, dtype=np.float64)
     k = x.shape[-1]
@@ -44,7 +56,11 @@ def w4a16_linear(x, w_packed, w_scale, w_zero_point, group_size, bias=None):
 
     u = np.stack([w_packed & 0xF, w_packed >> 4], axis=-1).reshape(n, -1)[:, :k].astype(np.int64)
     group = np.arange(k) // g
-    w = (u - z[:, group]).astype(np.float64) * w_scale.astype(np.float64)[:, group]
+    if bf16:
+        x = round_to_bf16(x.astype(np.float32)).astype(np.float64)
+        w = round_to_bf16((u - z[:, group]).astype(np.float32) * w_scale[:, group]).astype(np.float64)
+    else:
+        w = (u - z[:, group]).astype(np.float64) * w_scale.astype(np.float64)[:, group]
     y = x @ w.T
     if bias is not None:
         y = y + np.asarray(bias, np.float64).reshape(n)

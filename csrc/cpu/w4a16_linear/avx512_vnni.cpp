@@ -1,0 +1,127 @@
+// AVX-512 path (compiled with the avx512_vnni level's flags; it uses F and BW).
+//
+// The 16 weight values of a group, bf16((u - z) * s) for u = 0..15, sit in one
+// zmm, so dequantizing 16 nibbles is one vpermps (which reads only the low 4
+// bits of each index: the low nibbles need no mask). A chunk of 16 packed
+// bytes gives 16 low nibbles (the even k, layout positions 16c..16c+15) and 16
+// high ones (the odd k, positions 64+16c..), FMA'd against the bf16-rounded
+// activations of up to four rows into four zmm of partial sums per row:
+// zmm 2h + c%2 holds lanes [16 (2h + c%2), +16) of the float order.
+#include <immintrin.h>
+
+#include "kernels.h"
+
+namespace slimops {
+namespace w4a16_linear {
+namespace {
+
+constexpr int kMR = 4;
+
+// bf16((iota - z) * s) for iota = 0..15, rounded like bf16_bits (ties to even, NaN kept quiet).
+inline __m512 group_table(int32_t z, float s) {
+  const __m512 iota = _mm512_set_ps(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+  const __m512 v = _mm512_mul_ps(_mm512_sub_ps(iota, _mm512_set1_ps(static_cast<float>(z))), _mm512_set1_ps(s));
+  const __m512i bits = _mm512_castps_si512(v);
+  const __m512i odd = _mm512_and_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(1));
+  __m512i rounded = _mm512_add_epi32(bits, _mm512_add_epi32(_mm512_set1_epi32(0x7fff), odd));
+  const __mmask16 nan = _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+  rounded = _mm512_mask_or_epi32(rounded, nan, bits, _mm512_set1_epi32(0x00400000));
+  return _mm512_castsi512_ps(_mm512_and_si512(rounded, _mm512_set1_epi32(static_cast<int>(0xffff0000u))));
+}
+
+// The 16 packed bytes of chunk k0 of row wr, zero past the packed row, as 16 epi32.
+inline __m512i chunk_bytes(const Weight& wt, const uint8_t* wr, int64_t k0) {
+  const int64_t off = k0 / 2, left = wt.Kh - off;
+  const __m128i b = left >= 16 ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(wr + off))
+                               : _mm_maskz_loadu_epi8(static_cast<__mmask16>(_bzhi_u32(0xffff, static_cast<unsigned>(left))), wr + off);
+  return _mm512_cvtepu8_epi32(b);
+}
+
+// The group table for chunk k0, rebuilt when the chunk starts a new group.
+class Tables {
+ public:
+  Tables(const Weight& wt, int64_t n) : wt_(wt), n_(n) {}
+  bool at(int64_t k0, __m512* table) {
+    const int64_t g = k0 / wt_.group;
+    if (g != group_) {
+      int32_t z;
+      if (!zero_point(wt_, n_, g, &z)) return false;
+      table_ = group_table(z, wt_.w_scale[n_ * wt_.G + g]);
+      group_ = g;
+    }
+    *table = table_;
+    return true;
+  }
+
+ private:
+  const Weight& wt_;
+  int64_t n_;
+  int64_t group_ = -1;
+  __m512 table_ = _mm512_setzero_ps();
+};
+
+struct Avx512Kernel {
+  template <int mr>
+  static bool run(const Tile& t, int64_t m, int64_t n) {
+    const Weight& wt = t.wt;
+    const uint8_t* wr = wt.w + n * wt.Kh;
+    Tables tables(wt, n);
+    __m512 acc[mr][4];
+#pragma GCC unroll 4
+    for (int i = 0; i < mr; ++i)
+#pragma GCC unroll 4
+      for (int a = 0; a < 4; ++a) acc[i][a] = _mm512_setzero_ps();
+    for (int64_t k0 = 0; k0 < wt.K; k0 += kChunk) {
+      __m512 table;
+      if (!tables.at(k0, &table)) return false;
+      const int64_t b = k0 / kBlock, c = k0 % kBlock / kChunk;
+      const __m512i u = chunk_bytes(wt, wr, k0);
+      const __m512 w_even = _mm512_permutexvar_ps(u, table);
+      const __m512 w_odd = _mm512_permutexvar_ps(_mm512_srli_epi32(u, 4), table);
+      const float* xblock = t.xb + (b * t.M + m) * kBlock + 16 * c;
+      const int a = static_cast<int>(c % 2);
+#pragma GCC unroll 4
+      for (int i = 0; i < mr; ++i) {
+        const float* xr = xblock + i * kBlock;
+        acc[i][a] = _mm512_fmadd_ps(_mm512_loadu_ps(xr), w_even, acc[i][a]);
+        acc[i][2 + a] = _mm512_fmadd_ps(_mm512_loadu_ps(xr + 64), w_odd, acc[i][2 + a]);
+      }
+    }
+    for (int i = 0; i < mr; ++i) {
+      alignas(64) float p[kLanes64];
+      for (int a = 0; a < 4; ++a) _mm512_store_ps(p + 16 * a, acc[i][a]);
+      t.y[(m + i) * t.N + n] = finish_output(p, t.bias, n);
+    }
+    return true;
+  }
+};
+
+}  // namespace
+
+bool tile_avx512(const Tile& t) { return walk_tile<kMR, Avx512Kernel>(t); }
+
+bool dequant_avx512(const Rows& r) {
+  const Weight& wt = r.wt;
+  const __m512i high_half = _mm512_set1_epi32(static_cast<int>(0xffff0000u));
+  for (int64_t n = r.n_begin; n < r.n_end; ++n) {
+    const uint8_t* wr = wt.w + n * wt.Kh;
+    uint16_t* out = r.out + n * wt.K;
+    Tables tables(wt, n);
+    int64_t k0 = 0;
+    for (; k0 + kChunk <= wt.K; k0 += kChunk) {
+      __m512 table;
+      if (!tables.at(k0, &table)) return false;
+      const __m512i u = chunk_bytes(wt, wr, k0);
+      const __m512i even = _mm512_castps_si512(_mm512_permutexvar_ps(u, table));
+      const __m512i odd = _mm512_castps_si512(_mm512_permutexvar_ps(_mm512_srli_epi32(u, 4), table));
+      // 32-bit lane j = bf16 of k0 + 2j (low half) and k0 + 2j + 1 (high half): natural order in memory.
+      const __m512i pairs = _mm512_or_si512(_mm512_srli_epi32(even, 16), _mm512_and_si512(odd, high_half));
+      _mm512_storeu_si512(out + k0, pairs);
+    }
+    if (!dequant_range(wt, n, k0, wt.K, out)) return false;
+  }
+  return true;
+}
+
+}  // namespace w4a16_linear
+}  // namespace slimops
