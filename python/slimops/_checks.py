@@ -132,3 +132,61 @@ def as_rows(x: torch.Tensor) -> torch.Tensor:
     if (k > 1 and x2.stride(-1) != 1) or (x2.shape[0] > 1 and x2.stride(0) < k):
         x2 = x2.contiguous()
     return x2
+
+
+DWSEP_ACTIVATIONS = ("none", "relu", "relu6", "silu", "hardswish")
+# float64 is for gradcheck: only the plain-torch path takes it.
+DWSEP_DTYPES = FLOAT_DTYPES + (torch.float64,)
+
+
+def _dwsep_pairs(name, values, count, minimum):
+    if len(values) != count or any(not isinstance(v, int) or v < minimum for v in values):
+        raise ValueError(f"slimops.dwsep_conv2d: {name} must be {count} integers >= {minimum}, got {list(values)}")
+
+
+def check_dwsep_conv2d(x, dw_weight, dw_bias, pw_weight, pw_bias, stride, padding, dilation, act1, act2, residual):
+    """Checks of the fused depthwise-separable convolution; returns the output's
+    spatial size (Ho, Wo)."""
+    op = "dwsep_conv2d"
+    if not isinstance(x, torch.Tensor) or x.dim() != 4:
+        raise ValueError(f"slimops.{op}: x must be a 4-D [B, C, H, W] tensor, got {getattr(x, 'shape', type(x))}")
+    if x.dtype not in DWSEP_DTYPES:
+        raise TypeError(f"slimops.{op}: x must be float32, float16, bfloat16 or float64, got {x.dtype}")
+    if x.layout != torch.strided:
+        raise TypeError(f"slimops.{op}: x must be a dense (strided) tensor, got layout {x.layout}")
+    check_placement(op, x, dw_weight=dw_weight, dw_bias=dw_bias, pw_weight=pw_weight, pw_bias=pw_bias)
+    _, c, h, w = x.shape
+    if dw_weight.dim() != 4 or tuple(dw_weight.shape[:2]) != (c, 1) or min(dw_weight.shape[2:]) < 1:
+        raise ValueError(f"slimops.{op}: dw_weight must be [C={c}, 1, KH, KW] (channel multiplier 1), "
+                         f"got {tuple(dw_weight.shape)}")
+    if pw_weight.dim() != 4 or tuple(pw_weight.shape[1:]) != (c, 1, 1):
+        raise ValueError(f"slimops.{op}: pw_weight must be [O, C={c}, 1, 1], got {tuple(pw_weight.shape)}")
+    o = pw_weight.shape[0]
+    for name, t, length in (("dw_bias", dw_bias, c), ("pw_bias", pw_bias, o)):
+        if t is not None and tuple(t.shape) != (length,):
+            raise ValueError(f"slimops.{op}: {name} must be [{length}], got {tuple(t.shape)}")
+    for name, t in (("dw_weight", dw_weight), ("dw_bias", dw_bias), ("pw_weight", pw_weight), ("pw_bias", pw_bias)):
+        if t is not None and t.dtype != x.dtype:
+            raise TypeError(f"slimops.{op}: {name} must have x's dtype {x.dtype}, got {t.dtype}")
+    _dwsep_pairs("stride", stride, 2, 1)
+    _dwsep_pairs("padding (top, bottom, left, right)", padding, 4, 0)
+    _dwsep_pairs("dilation", dilation, 2, 1)
+    for name, act in (("act1", act1), ("act2", act2)):
+        if act not in DWSEP_ACTIVATIONS:
+            raise ValueError(f"slimops.{op}: {name}={act!r} is not one of {DWSEP_ACTIVATIONS}")
+    kh, kw = dw_weight.shape[2:]
+    ho = (h + padding[0] + padding[1] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
+    wo = (w + padding[2] + padding[3] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
+    if ho < 1 or wo < 1:
+        raise ValueError(f"slimops.{op}: the padded input ({h + padding[0] + padding[1]}x"
+                         f"{w + padding[2] + padding[3]}) is smaller than the dilated {kh}x{kw} kernel")
+    if residual and (o != c or (ho, wo) != (h, w)):
+        raise ValueError(f"slimops.{op}: residual needs O == C and an output of x's size, got O={o}, C={c}, "
+                         f"output {ho}x{wo} from {h}x{w}")
+    return ho, wo
+
+
+def is_channels_last(x: torch.Tensor) -> bool:
+    """Whether x is laid out NHWC (and not also plain NCHW, as when H = W = 1):
+    the fused convolution returns its output in the input's memory format."""
+    return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()

@@ -22,6 +22,12 @@ _INT4_LINEAR_ARGS = "Tensor x, Tensor w_packed, Tensor w_scale, Tensor? w_zero_p
 _lib.define(f"w4a8_linear({_INT4_LINEAR_ARGS}) -> Tensor")
 _lib.define(f"w4a16_linear({_INT4_LINEAR_ARGS}) -> Tensor")
 
+_lib.define(
+    "dwsep_conv2d(Tensor x, Tensor dw_weight, Tensor? dw_bias, Tensor pw_weight, Tensor? pw_bias, "
+    "int[2] stride=[1, 1], int[4] padding=[0, 0, 0, 0], int[2] dilation=[1, 1], str act1='none', "
+    "str act2='none', bool residual=False) -> Tensor"
+)
+
 _F = _checks.FLOAT_DTYPES
 
 # ---- kernels, best first -------------------------------------------------
@@ -78,6 +84,9 @@ register(
 )
 register("w4a16_linear", Kernel("cpu_c", cpu.w4a16_linear, ("cpu",), _F))
 register("w4a16_linear", Kernel("torch", fallback.w4a16_linear, None, _F))
+
+register("dwsep_conv2d", Kernel("cpu_c", cpu.dwsep_conv2d, ("cpu",), (torch.float32,)))
+register("dwsep_conv2d", Kernel("torch", fallback.dwsep_conv2d, None, _checks.DWSEP_DTYPES))
 
 
 # ---- quantize_per_token ----------------------------------------------------
@@ -213,3 +222,51 @@ for _name in ("w4a8_linear", "w4a16_linear"):
     torch.library.register_autograd(
         f"slimops::{_name}", _int4_weight_backward, setup_context=_int4_weight_setup, lib=_lib
     )
+
+
+# ---- dwsep_conv2d --------------------------------------------------------------
+def _dwsep_memory_format(x):
+    return torch.channels_last if _checks.is_channels_last(x) else torch.contiguous_format
+
+
+@torch.library.impl(_lib, "dwsep_conv2d", "CompositeExplicitAutograd")
+def _dwsep_conv2d(x, dw_weight, dw_bias, pw_weight, pw_bias, stride=(1, 1), padding=(0, 0, 0, 0),
+                  dilation=(1, 1), act1="none", act2="none", residual=False):
+    args = (x, dw_weight, dw_bias, pw_weight, pw_bias, list(stride), list(padding), list(dilation), act1, act2,
+            residual)
+    _checks.check_dwsep_conv2d(*args)
+    y = choose("dwsep_conv2d", x.device, x.dtype, args).run(*args)
+    return y.contiguous(memory_format=_dwsep_memory_format(x))
+
+
+@torch.library.register_fake("slimops::dwsep_conv2d", lib=_lib)
+def _dwsep_conv2d_fake(x, dw_weight, dw_bias, pw_weight, pw_bias, stride=(1, 1), padding=(0, 0, 0, 0),
+                       dilation=(1, 1), act1="none", act2="none", residual=False):
+    ho, wo = _checks.check_dwsep_conv2d(x, dw_weight, dw_bias, pw_weight, pw_bias, list(stride), list(padding),
+                                        list(dilation), act1, act2, residual)
+    shape = (x.shape[0], pw_weight.shape[0], ho, wo)
+    return x.new_empty(shape).contiguous(memory_format=_dwsep_memory_format(x))
+
+
+def _dwsep_setup(ctx, inputs, output):
+    x, dw_weight, dw_bias, pw_weight, pw_bias = inputs[:5]
+    ctx.save_for_backward(x, dw_weight, dw_bias, pw_weight, pw_bias)
+    ctx.options = inputs[5:]
+
+
+def _dwsep_backward(ctx, grad):
+    """Recomputes the unfused chain (the intermediate is never stored) and
+    differentiates it with torch's autograd."""
+    saved = ctx.saved_tensors
+    wanted = [i for i, t in enumerate(saved) if t is not None and ctx.needs_input_grad[i]]
+    with torch.enable_grad():
+        inputs = [t.detach().requires_grad_(i in wanted) if t is not None else None for i, t in enumerate(saved)]
+        y = fallback.dwsep_conv2d(*inputs, *ctx.options)
+        grads = torch.autograd.grad(y, [inputs[i] for i in wanted], grad) if wanted else ()
+    out = [None] * 11
+    for i, g in zip(wanted, grads):
+        out[i] = g
+    return tuple(out)
+
+
+torch.library.register_autograd("slimops::dwsep_conv2d", _dwsep_backward, setup_context=_dwsep_setup, lib=_lib)

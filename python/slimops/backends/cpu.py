@@ -159,3 +159,27 @@ def w4a16_linear(x, w_packed, w_scale, w_zero_point, group_size, bias):
         torch.get_num_threads(),
     )
     return _as_output(y, x)
+
+
+_ACTIVATION_CODES = {"none": 0, "relu": 1, "relu6": 2, "silu": 3, "hardswish": 4}
+
+
+def dwsep_conv2d(x, dw_weight, dw_bias, pw_weight, pw_bias, stride, padding, dilation, act1, act2, residual):
+    """The fused kernel works on NHWC float32: an NCHW x is laid out NHWC first
+    (the op returns the output in x's format)."""
+    b, c, h, w = x.shape
+    o, kh, kw = pw_weight.shape[0], dw_weight.shape[2], dw_weight.shape[3]
+    ho = (h + padding[0] + padding[1] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
+    wo = (w + padding[2] + padding[3] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
+    xl = x.contiguous(memory_format=torch.channels_last)
+    dw_weight, pw_weight = dw_weight.contiguous(), pw_weight.contiguous()
+    dw_bias = None if dw_bias is None else dw_bias.contiguous()
+    pw_bias = None if pw_bias is None else pw_bias.contiguous()
+    y = torch.empty((b, o, ho, wo), dtype=torch.float32, memory_format=torch.channels_last)
+    _C.dwsep_conv2d_cpu(
+        xl.data_ptr(), dw_weight.data_ptr(), 0 if dw_bias is None else dw_bias.data_ptr(), pw_weight.data_ptr(),
+        0 if pw_bias is None else pw_bias.data_ptr(), y.data_ptr(), b, h, w, c, o, ho, wo, kh, kw,
+        stride[0], stride[1], padding[0], padding[2], dilation[0], dilation[1],
+        _ACTIVATION_CODES[act1], _ACTIVATION_CODES[act2], residual, torch.get_num_threads(),
+    )
+    return y

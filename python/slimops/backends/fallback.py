@@ -100,3 +100,24 @@ def w4a16_linear(x, w_packed, w_scale, w_zero_point, group_size, bias):
     w = (int4_weight(w_packed, w_zero_point, w_scale.shape[1], k).float() * w_scale[..., None]).reshape(n, k)
     bias = None if bias is None else bias.float()
     return torch.nn.functional.linear(x.float(), w, bias).to(x.dtype)
+
+
+_ACTIVATIONS = {
+    "none": lambda v: v,
+    "relu": torch.nn.functional.relu,
+    "relu6": torch.nn.functional.relu6,
+    "silu": torch.nn.functional.silu,
+    "hardswish": torch.nn.functional.hardswish,
+}
+
+
+def dwsep_conv2d(x, dw_weight, dw_bias, pw_weight, pw_bias, stride, padding, dilation, act1, act2, residual):
+    """The unfused chain in x's dtype (differentiable: the op's backward
+    recomputes through it)."""
+    top, bottom, left, right = padding
+    d = torch.nn.functional.conv2d(torch.nn.functional.pad(x, (left, right, top, bottom)), dw_weight, dw_bias,
+                                   stride=tuple(stride), dilation=tuple(dilation), groups=x.shape[1])
+    y = _ACTIVATIONS[act2](torch.nn.functional.conv2d(_ACTIVATIONS[act1](d), pw_weight, pw_bias))
+    if residual:
+        y = y + x
+    return y

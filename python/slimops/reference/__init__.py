@@ -5,6 +5,7 @@ and PyTorch cannot hide in it. Each function states its rounding: NumPy's
 ``rint`` rounds half to even, and the kernels do the same.
 """
 
+from .dwsep_conv2d import dwsep_conv2d
 from .int8_linear import int8_linear, int8_matmul
 from .quant import (
     dequantize,
@@ -20,6 +21,7 @@ from .w8a16_linear import w8a16_linear
 
 __all__ = [
     "dequantize",
+    "dwsep_conv2d",
     "int8_linear",
     "int8_matmul",
     "pack_int4",

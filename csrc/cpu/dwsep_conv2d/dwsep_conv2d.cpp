@@ -1,0 +1,129 @@
+// Entry point of dwsep_conv2d: size checks, weight packing, ISA choice and the
+// split of the output pixels into tasks for the thread pool.
+#include "slimops/dwsep_conv2d.h"
+
+#include <algorithm>
+#include <atomic>
+
+#include "../scratch.h"
+#include "kernel.h"
+#include "slimops/cpu_isa.h"
+#include "slimops/thread_pool.h"
+
+namespace slimops {
+namespace {
+
+using dwsep_conv2d::kPad;
+using dwsep_conv2d::Packed;
+using dwsep_conv2d::Task;
+using TaskFn = void (*)(const DwsepShape&, const Packed&, const Task&);
+
+TaskFn task_for(CpuIsa isa) {
+  switch (isa) {
+#ifdef SLIMOPS_X86
+    case CpuIsa::kAvx512Vnni:
+      return dwsep_conv2d::task_avx512;
+    case CpuIsa::kAvx2:
+      return dwsep_conv2d::task_avx2;
+#endif
+    default:
+      break;
+  }
+  return dwsep_conv2d::task_scalar;
+}
+
+int64_t padded(int64_t n) { return (n + kPad - 1) / kPad * kPad; }
+
+Status check_shape(const DwsepShape& s) {
+  const int64_t sizes[] = {s.B, s.H, s.W, s.C, s.O, s.Ho, s.Wo, s.KH, s.KW, s.pad_top, s.pad_left};
+  for (int64_t v : sizes) {
+    if (v < 0) return Status::kNegativeSize;
+  }
+  if (s.stride_h < 1 || s.stride_w < 1 || s.dilation_h < 1 || s.dilation_w < 1 || s.KH < 1 || s.KW < 1 ||
+      s.Ho < 1 || s.Wo < 1) {
+    return Status::kSizeTooLarge;
+  }
+  constexpr int64_t kMax = int64_t{1} << 31;
+  const int64_t dims[] = {s.B, s.H, s.W, s.C, s.O, s.Ho, s.Wo, s.KH, s.KW,
+                          s.stride_h, s.stride_w, s.dilation_h, s.dilation_w, s.pad_top, s.pad_left};
+  for (int64_t v : dims) {
+    if (v > kMax) return Status::kSizeTooLarge;
+  }
+  constexpr int64_t kMaxElements = int64_t{1} << 40;
+  if (s.B * s.H > kMaxElements / std::max<int64_t>(1, s.W * padded(s.C)) ||
+      s.B * s.Ho > kMaxElements / std::max<int64_t>(1, s.Wo * padded(s.O)) ||
+      padded(s.C) > kMaxElements / std::max<int64_t>(1, padded(s.O) + s.KH * s.KW)) {
+    return Status::kSizeTooLarge;
+  }
+  if (s.residual && (s.O != s.C || s.Ho != s.H || s.Wo != s.W)) return Status::kSizeTooLarge;
+  return Status::kOk;
+}
+
+}  // namespace
+
+Status dwsep_conv2d_cpu(const float* x, const float* dw_w, const float* dw_b, const float* pw_w, const float* pw_b,
+                        const DwsepShape& s, float* y, int nthreads) {
+  const Status st = check_shape(s);
+  if (st != Status::kOk) return st;
+  if (s.B == 0 || s.O == 0) return Status::kOk;
+  if (y == nullptr || (s.C != 0 && (x == nullptr || dw_w == nullptr || pw_w == nullptr))) return Status::kNullPointer;
+
+  const int64_t Cp = padded(s.C), Op = padded(s.O), taps = s.KH * s.KW;
+  auto dw_packed = scratch<float>(taps * Cp + Cp);
+  auto pw_packed = scratch<float>(s.C * Op + Op);
+  if (!dw_packed || !pw_packed) return Status::kOutOfMemory;
+  const Packed pk{dw_packed.get(), dw_packed.get() + taps * Cp, pw_packed.get(), pw_packed.get() + s.C * Op, Cp, Op};
+  float* dwp = dw_packed.get();
+  float* pwp = pw_packed.get();
+  std::fill(dwp, dwp + taps * Cp + Cp, 0.0f);
+  for (int64_t c = 0; c < s.C; ++c) {
+    for (int64_t k = 0; k < taps; ++k) dwp[k * Cp + c] = dw_w[c * taps + k];
+    if (dw_b != nullptr) dwp[taps * Cp + c] = dw_b[c];
+  }
+  const int64_t pixels = s.Ho * s.Wo;
+  nthreads = threads_for(s.B * pixels, s.O + taps, s.C, nthreads);
+
+  // The 1x1 weights transposed to [C][Op] (zero padded), in blocks of 32
+  // output channels so that both reads and writes stay within a few lines.
+  constexpr int64_t kBlockO = 32;
+  parallel_for((Op + kBlockO - 1) / kBlockO, nthreads, [&](int64_t task) {
+    const int64_t o0 = task * kBlockO, o1 = std::min(Op, o0 + kBlockO);
+    for (int64_t c = 0; c < s.C; ++c) {
+      for (int64_t o = o0; o < o1; ++o) pwp[c * Op + o] = o < s.O ? pw_w[o * s.C + c] : 0.0f;
+    }
+    for (int64_t o = o0; o < o1; ++o) pwp[s.C * Op + o] = o < s.O && pw_b != nullptr ? pw_b[o] : 0.0f;
+  });
+
+  // Tasks: runs of output pixels of one image, whose depthwise tile (pixels x
+  // Cp floats, at most 256 KiB: it stays in L2) feeds the 1x1 convolution. A
+  // 1x1 weight too large for L2 is streamed once per task, so then tasks take
+  // as many pixels as the tile allows and the output channels are split among
+  // them instead, each part recomputing its tile (cheap next to the 1x1 there);
+  // otherwise the pixels are split until each thread has two tasks.
+  const int64_t tile_pixels = std::max<int64_t>(8, 65536 / std::max<int64_t>(Cp, 1));
+  const bool big_weight = s.C * Op * 4 > (int64_t{512} << 10);
+  int64_t runs = (pixels + tile_pixels - 1) / tile_pixels;
+  if (!big_weight) runs = std::max(runs, std::min((2 * int64_t{nthreads} + s.B - 1) / s.B, pixels / 8));
+  if (s.B == 1) runs = std::min(pixels, (runs + nthreads - 1) / nthreads * nthreads);
+  const int64_t per_task = (pixels + runs - 1) / runs;
+  const int64_t tasks_per_image = (pixels + per_task - 1) / per_task;
+  const int64_t pixel_tasks = s.B * tasks_per_image;
+  const int64_t o_blocks = Op / kPad;
+  const int64_t o_parts = std::clamp<int64_t>((2 * int64_t{nthreads} + pixel_tasks - 1) / pixel_tasks, 1, o_blocks);
+  const TaskFn run = task_for(active_cpu_isa());
+  std::atomic<bool> ok{true};
+  parallel_for(pixel_tasks * o_parts, nthreads, [&](int64_t task) {
+    const int64_t part = task % o_parts, pixel_task = task / o_parts;
+    const int64_t b = pixel_task / tasks_per_image, p0 = pixel_task % tasks_per_image * per_task;
+    auto tile = scratch<float>(per_task * Cp);
+    if (!tile) {
+      ok.store(false, std::memory_order_relaxed);
+      return;
+    }
+    const int64_t o0 = part * o_blocks / o_parts * kPad, o1 = (part + 1) * o_blocks / o_parts * kPad;
+    run(s, pk, Task{x, y, tile.get(), b, p0, std::min(pixels, p0 + per_task), o0, o1});
+  });
+  return ok.load() ? Status::kOk : Status::kOutOfMemory;
+}
+
+}  // namespace slimops
