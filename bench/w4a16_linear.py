@@ -1,10 +1,12 @@
-"""w4a16_linear on CUDA: slimops' Triton kernel (4-bit group-wise weights, fp16 activations) against cuBLAS fp16
-on the dense weight and torch's int4 kernel (tinygemm, bf16 activations). The CPU 4-bit path is w4a8_linear."""
+"""w4a16_linear: on CUDA, slimops' Triton kernel (4-bit group-wise weights, fp16 activations) against cuBLAS fp16
+on the dense weight and torch's int4 kernel (tinygemm, bf16 activations); on the CPU, slimops' kernel (bf16
+products, float32 activations given) against fp32 F.linear and torch's int4 CPU kernel (bf16 activations)."""
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import ceilings
-from .harness import Candidate
+from . import ceilings, w4a8_linear
+from .harness import Candidate, cpu_flags
 from .row import SUBJECT, Target, measure
 
 OP = "w4a16_linear"
@@ -19,14 +21,49 @@ CUDA_TARGETS = {
 }
 
 
+# (M, K, N, cache); the ANCHORS.md 4-bit CPU targets are those of w4a8_linear's rows.
+CPU_ROWS = [(1, 4096, 4096, "cold"), (1, 4096, 4096, "hot"), (16, 4096, 4096, "cold"), (128, 4096, 4096, "hot"),
+            (1, 4096, 11008, "cold")]
+CPU_ROWS_QUICK = [(1, 4096, 4096, "hot"), (32, 1024, 1024, "hot")]
+
+
 def run(device="cpu", quick=False, budget_s=1.5, log=print):
-    if device != "cuda":
-        log("note: w4a16_linear is benchmarked on CUDA; the CPU 4-bit path is w4a8_linear")
-        return []
     import slimops
 
     with torch.inference_mode():
+        if device == "cpu":
+            return [_cpu_row(slimops, *r, budget_s) for r in (CPU_ROWS_QUICK if quick else CPU_ROWS)]
         return [_cuda_row(slimops, *r, budget_s) for r in (CUDA_ROWS_QUICK if quick else CUDA_ROWS)]
+
+
+def _cpu_row(slimops, M, K, N, cache, budget_s):
+    gen = torch.Generator().manual_seed(M * 7919 + K + N)
+    weights = [torch.randn(N, K, generator=gen) * 0.02 for _ in range(w4a8_linear._n_copies(cache, N * K // 2))]
+    x = torch.randn(M, K, generator=gen)
+    xb = x.bfloat16()
+    quantized = [slimops.quantize(w, bits=4, group_size=GROUP, symmetric=True) for w in weights]
+    torch_packed = [w4a8_linear._torch_int4(qw) for qw in quantized]
+    notes = []
+    w4a8_linear._check_torch_int4(x, quantized[0], *torch_packed[0], notes)
+    q = quantized[0]
+    y = torch.ops.slimops.w4a16_linear(x, q.qdata, q.scale, None, GROUP).double().numpy()
+    want = slimops.reference.w4a16_linear(x.numpy(), q.qdata.numpy(), q.scale.numpy(), None, GROUP)
+    err = float(np.max(np.abs(y - want)) / max(np.max(np.abs(want)), 1e-30))
+    notes.append(f"slimops (bf16 products) vs float64 reference: max rel err {err:.2e}"
+                 + ("" if err <= 3e-2 else " EXCEEDS 3e-2"))
+    candidates = [
+        Candidate.rotating(SUBJECT, lambda wp, s: torch.ops.slimops.w4a16_linear(x, wp, s, None, GROUP),
+                           [(qw.qdata, qw.scale) for qw in quantized]),
+        Candidate.rotating("torch-int4", lambda p, sz: torch._weight_int4pack_mm_for_cpu(xb, p, GROUP, sz),
+                           torch_packed),
+        Candidate.rotating("fp32", lambda w: F.linear(x, w), [(w,) for w in weights]),
+    ]
+    nbytes = N * K // 2 + 4 * N * (K // GROUP) + 4 * M * K + 4 * M * N
+    ops = 2 * M * K * N
+    floor = (*ceilings.floor_ms(ceilings.for_machine("cpu", cpu_flags()), nbytes, ops, "fp32"),
+             nbytes, ops)
+    return measure(OP, {"M": M, "K": K, "N": N, "group": GROUP}, cache, candidates, ["torch-int4", "fp32"], floor,
+                   w4a8_linear.CPU_TARGETS.get((M, K, N, cache), ()), "cpu", budget_s, notes)
 
 
 def _tinygemm(x, q, reference, notes):
