@@ -229,6 +229,7 @@ def bad(**overrides):
         (dict(pw=torch.randn(5, 8, 1, 1, dtype=torch.float64)), TypeError, "x's dtype"),
         (dict(dw=torch.randn(8, 1, 3, 3, device="meta")), ValueError, "dw_weight is on meta"),
         (dict(stride=[0, 1]), ValueError, "stride"),
+        (dict(pw=None), TypeError, "pw_weight must be a tensor"),
         (dict(padding=[1, 1]), ValueError, "padding"),
         (dict(padding=[-1, 1, 1, 1]), ValueError, "padding"),
         (dict(dilation=[1, 0]), ValueError, "dilation"),

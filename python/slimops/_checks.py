@@ -140,7 +140,7 @@ DWSEP_DTYPES = FLOAT_DTYPES + (torch.float64,)
 
 
 def _dwsep_pairs(name, values, count, minimum):
-    if len(values) != count or any(not isinstance(v, int) or v < minimum for v in values):
+    if len(values) != count or any(type(v) is not int or v < minimum for v in values):
         raise ValueError(f"slimops.dwsep_conv2d: {name} must be {count} integers >= {minimum}, got {list(values)}")
 
 
@@ -154,6 +154,11 @@ def check_dwsep_conv2d(x, dw_weight, dw_bias, pw_weight, pw_bias, stride, paddin
         raise TypeError(f"slimops.{op}: x must be float32, float16, bfloat16 or float64, got {x.dtype}")
     if x.layout != torch.strided:
         raise TypeError(f"slimops.{op}: x must be a dense (strided) tensor, got layout {x.layout}")
+    for name, t, optional in (("dw_weight", dw_weight, False), ("dw_bias", dw_bias, True),
+                              ("pw_weight", pw_weight, False), ("pw_bias", pw_bias, True)):
+        if not isinstance(t, torch.Tensor) and not (optional and t is None):
+            raise TypeError(f"slimops.{op}: {name} must be a tensor{' or None' if optional else ''}, "
+                            f"got {type(t).__name__}")
     check_placement(op, x, dw_weight=dw_weight, dw_bias=dw_bias, pw_weight=pw_weight, pw_bias=pw_bias)
     _, c, h, w = x.shape
     if dw_weight.dim() != 4 or tuple(dw_weight.shape[:2]) != (c, 1) or min(dw_weight.shape[2:]) < 1:

@@ -86,6 +86,9 @@ register("w4a16_linear", Kernel("cpu_c", cpu.w4a16_linear, ("cpu",), _F))
 register("w4a16_linear", Kernel("torch", fallback.w4a16_linear, None, _F))
 
 register("dwsep_conv2d", Kernel("cpu_c", cpu.dwsep_conv2d, ("cpu",), (torch.float32,)))
+# Tested in the Triton interpreter and compiled for sm_90 offline; not yet run on a GPU.
+register("dwsep_conv2d", Kernel("cuda_triton", cuda.dwsep_conv2d, ("cuda",), _F, verified=False,
+                                why_not=lambda *a: cuda.dwsep_declines(*a)))
 register("dwsep_conv2d", Kernel("torch", fallback.dwsep_conv2d, None, _checks.DWSEP_DTYPES))
 
 

@@ -6,7 +6,7 @@ import importlib.util
 import torch
 
 from .. import _C
-from .._checks import as_rows
+from .._checks import as_rows, check_dwsep_conv2d
 from . import fallback
 
 _DTYPE_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
@@ -69,3 +69,21 @@ def w4a16_group_supported(x, w_packed, w_scale, w_zero_point, group_size, bias):
     if group_size == -1 or (group_size >= 2 and group_size & (group_size - 1) == 0):
         return None
     return f"group_size={group_size} is not -1 or a power of two"
+
+
+def dwsep_conv2d(x, dw_weight, dw_bias, pw_weight, pw_bias, stride, padding, dilation, act1, act2, residual):
+    from ..kernels.dwsep_conv2d import dwsep_conv2d as triton_dwsep_conv2d
+
+    return triton_dwsep_conv2d(x, dw_weight, dw_bias, pw_weight, pw_bias, stride, padding, dilation, act1, act2,
+                               residual)
+
+
+def dwsep_declines(x, dw_weight, dw_bias, pw_weight, pw_bias, stride, padding, dilation, act1, act2, residual):
+    """The Triton kernel needs triton, and sizes its int32 indexing can reach."""
+    if not HAS_TRITON:
+        return "triton is not installed"
+    from ..kernels.dwsep_conv2d import unsupported_reason
+
+    ho, wo = check_dwsep_conv2d(x, dw_weight, dw_bias, pw_weight, pw_bias, stride, padding, dilation, act1, act2,
+                                residual)
+    return unsupported_reason(x, pw_weight, padding, ho, wo)
