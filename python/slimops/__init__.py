@@ -6,14 +6,16 @@ Importing slimops registers its ops as ``torch.ops.slimops.*``:
   w8a16_linear(x, w_int8, w_scale, bias=None)                  W8A16 linear
   w4a8_linear(x, w_packed, w_scale, w_zero_point, group_size, bias=None)   W4A8 linear
   w4a16_linear(x, w_packed, w_scale, w_zero_point, group_size, bias=None)  W4A16 linear
-NumPy references live in ``slimops.reference``; drop-in modules in ``slimops.nn``.
+NumPy references live in ``slimops.reference``; drop-in modules in ``slimops.nn``;
+GPTQ (quantization against calibration inputs) in ``slimops.gptq``.
 """
 
 import os
 
 from . import _C, _ops, nn, reference
 from .formats import QuantizedWeight
-from .nn import QuantConfig, convert, to_float
+from .gptq import collect_hessians, gptq_quantize
+from .nn import DWSepConv2d, QuantConfig, convert, fold_bn, to_float
 from .quantization import quantize
 
 __version__ = "0.1.0"
@@ -40,4 +42,5 @@ def _check_isa_env() -> None:
 
 _check_isa_env()
 
-__all__ = ["QuantConfig", "QuantizedWeight", "convert", "cpu_isa", "nn", "quantize", "reference", "set_cpu_isa", "to_float"]
+__all__ = ["DWSepConv2d", "QuantConfig", "QuantizedWeight", "collect_hessians", "convert", "cpu_isa", "fold_bn",
+           "gptq_quantize", "nn", "quantize", "reference", "set_cpu_isa", "to_float"]

@@ -7,10 +7,12 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from ..gptq import InputHessian, collect_hessians, gptq_quantize
 from .quant_linear import QuantLinear
 
 # Below this many layers a progress bar is noise.
 _PROGRESS_MIN_LAYERS = 50
+METHODS = ("rtn", "gptq")
 
 
 @dataclass(frozen=True)
@@ -22,6 +24,10 @@ class QuantConfig:
     "classifier", "*.lm_head"); min_features: layers with fewer input features
     stay float (their quantization overhead outweighs the bytes saved). Layers
     whose input features group_size does not divide stay float too.
+
+    method: "rtn" rounds each weight to nearest (slimops.quantize); "gptq"
+    runs slimops.gptq_quantize against the inputs each layer receives while
+    convert's ``calibrate`` callable runs the model.
     """
 
     weight_bits: int = 8
@@ -30,6 +36,7 @@ class QuantConfig:
     symmetric: bool = True
     skip: tuple[str, ...] = ()
     min_features: int = 0
+    method: str = "rtn"
 
 
 @dataclass
@@ -70,35 +77,73 @@ def _set_child(model: nn.Module, qualified_name: str, new: nn.Module) -> None:
     setattr(parent, child, new)
 
 
-def convert(model: nn.Module, config: QuantConfig | None = None, *, progress: bool | None = None) -> ConversionSummary:
+def convert(model: nn.Module, config: QuantConfig | None = None, *, progress: bool | None = None,
+            calibrate=None) -> ConversionSummary:
     """Replace every nn.Linear of model (in place) by a QuantLinear, except
     those config.skip names or that are smaller than config.min_features.
     Returns a ConversionSummary (print it for the sizes before and after).
     progress: a tqdm bar (None: only for models of 50 or more linear layers).
+    calibrate: with config.method "gptq", a callable ``calibrate(model)`` that
+    runs forward passes over calibration data (not the data you evaluate on).
     """
     config = config or QuantConfig()
-    # Refuse an unsupported configuration before touching the model.
-    probe_features = max(config.group_size, 1)
-    QuantLinear(probe_features, 1, weight_bits=config.weight_bits, act_bits=config.act_bits,
-                group_size=config.group_size, symmetric=config.symmetric, device="meta")
-    summary = ConversionSummary()
+    _check_config(config, calibrate)
     linears = [(name, m) for name, m in model.named_modules() if type(m) is nn.Linear]
-    for name, linear in _progress(linears, progress):
-        indivisible = config.group_size > 0 and linear.in_features % config.group_size != 0
-        if (
-            any(fnmatch.fnmatchcase(name, pattern) for pattern in config.skip)
-            or linear.in_features < config.min_features
-            or indivisible
-        ):
-            summary.skipped.append(name)
-            continue
-        quantized = QuantLinear.from_linear(linear, config.weight_bits, config.act_bits, config.group_size,
-                                            config.symmetric)
+    targets = [(name, linear) for name, linear in linears if _selected(name, linear, config)]
+    summary = ConversionSummary(skipped=[name for name, linear in linears if not _selected(name, linear, config)])
+    hessians = _calibration_hessians(model, targets, calibrate) if config.method == "gptq" else {}
+    for name, linear in _progress(targets, progress):
+        quantized = _quantized_layer(linear, config, hessians.get(name))
         _set_child(model, name, quantized)
         summary.converted.append(name)
         summary.bytes_before += _module_bytes(linear)
         summary.bytes_after += _module_bytes(quantized)
     return summary
+
+
+def _check_config(config: QuantConfig, calibrate) -> None:
+    """Refuse an unsupported configuration before touching the model."""
+    if config.method not in METHODS:
+        raise ValueError(f"QuantConfig.method must be one of {METHODS}, got {config.method!r}")
+    if config.method == "gptq" and calibrate is None:
+        raise ValueError("method='gptq' needs calibrate=: a callable that runs the model on calibration data")
+    if config.method != "gptq" and calibrate is not None:
+        raise ValueError(f"calibrate= is only used by method='gptq' (this config's method is {config.method!r})")
+    probe_features = max(config.group_size, 1)
+    QuantLinear(probe_features, 1, weight_bits=config.weight_bits, act_bits=config.act_bits,
+                group_size=config.group_size, symmetric=config.symmetric, device="meta")
+
+
+def _selected(name: str, linear: nn.Linear, config: QuantConfig) -> bool:
+    indivisible = config.group_size > 0 and linear.in_features % config.group_size != 0
+    return not (
+        any(fnmatch.fnmatchcase(name, pattern) for pattern in config.skip)
+        or linear.in_features < config.min_features
+        or indivisible
+    )
+
+
+def _calibration_hessians(model: nn.Module, targets, calibrate) -> dict[str, InputHessian]:
+    # One calibration pass of the float model serves every layer. Collecting
+    # each layer's Hessian again after the layers before it are quantized (the
+    # sequential variant) measured no better on all-MiniLM-L6-v2 (mean cosine
+    # 0.9863 against 0.9866 for W4A16 g128 with zero points) and took three
+    # times as long.
+    names = [name for name, _ in targets]
+    hessians = collect_hessians(model, calibrate, names)
+    never_ran = [name for name in names if name not in hessians]
+    if never_ran:
+        raise ValueError(f"calibrate did not run these layers, so GPTQ has no inputs for them: {never_ran}")
+    return hessians
+
+
+def _quantized_layer(linear: nn.Linear, config: QuantConfig, hessian: InputHessian | None) -> QuantLinear:
+    if hessian is None:
+        return QuantLinear.from_linear(linear, config.weight_bits, config.act_bits, config.group_size,
+                                       config.symmetric)
+    qweight = gptq_quantize(linear.weight.detach(), hessian.xtx, bits=config.weight_bits,
+                            group_size=config.group_size, symmetric=config.symmetric)
+    return QuantLinear.from_quantized(qweight, linear.bias, config.act_bits)
 
 
 def to_float(model: nn.Module) -> nn.Module:

@@ -94,9 +94,27 @@ class QuantLinear(nn.Module):
             module.weight = nn.Parameter(w.float().clone())
         return module
 
-    @torch.no_grad()
+    @classmethod
+    def from_quantized(cls, qweight: QuantizedWeight, bias: torch.Tensor | None = None,
+                       act_bits: int | None = 8) -> "QuantLinear":
+        """A QuantLinear running an already quantized weight (e.g. from
+        slimops.gptq_quantize); its bits, group size and symmetry set the
+        layer's configuration, checked as the constructor checks any."""
+        if not isinstance(qweight, QuantizedWeight):
+            raise TypeError(f"expected a QuantizedWeight, got {type(qweight).__name__}")
+        n, k = qweight.shape
+        module = cls(k, n, bias is not None, qweight.bits, act_bits, qweight.group_size, qweight.symmetric,
+                     device=qweight.qdata.device, dtype=None if bias is None else bias.dtype)
+        module._load(qweight)
+        if bias is not None:
+            module.bias.data.copy_(bias.detach())
+        return module
+
     def _pack(self, w: torch.Tensor) -> None:
-        qw = quantize(w, bits=self.weight_bits, group_size=self.group_size, symmetric=self.symmetric)
+        self._load(quantize(w, bits=self.weight_bits, group_size=self.group_size, symmetric=self.symmetric))
+
+    @torch.no_grad()
+    def _load(self, qw: QuantizedWeight) -> None:
         self.qweight.copy_(qw.qdata)
         self.weight_scale.copy_(qw.scale.reshape(self.weight_scale.shape))
         if qw.zero_point is not None:
