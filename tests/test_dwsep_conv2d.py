@@ -128,6 +128,21 @@ def test_every_isa_gives_the_same_bits(shape):
         assert torch.equal(y, outs[SUPPORTED_ISAS[0], act]), (isa, act)
 
 
+def test_small_image_with_a_large_1x1_weight(cpu_isa):
+    # A 1x1 weight beyond 512 KiB on a small image: one thread runs each image's tile fused; three threads take the
+    # shared-tile path (depthwise first, then the 1x1 split over output channels). Same float order, same bits.
+    args = make_inputs(2, 520, 5, 6, 300, 3)
+    previous = torch.get_num_threads()
+    try:
+        outs = []
+        for threads in (1, 3):
+            torch.set_num_threads(threads)
+            outs.append(check(*args, act1="silu", act2="relu6"))
+    finally:
+        torch.set_num_threads(previous)
+    assert torch.equal(*outs)
+
+
 def test_thread_count_does_not_change_results(cpu_isa):
     args = make_inputs(2, 48, 20, 20, 40, 3)
     previous = torch.get_num_threads()

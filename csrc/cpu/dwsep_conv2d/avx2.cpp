@@ -11,6 +11,7 @@ struct Avx2 {
   using V = __m256;
   using M = __m256i;
   static constexpr int kWidth = 8;
+  static constexpr int kDepthwisePixels = 4;
   static M mask(int64_t n) {
     const int64_t k = n < 0 ? 0 : (n > 8 ? 8 : n);
     return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(k)), _mm256_set_epi32(7, 6, 5, 4, 3, 2, 1, 0));

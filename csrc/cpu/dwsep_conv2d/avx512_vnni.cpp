@@ -13,6 +13,7 @@ struct Avx512 {
   using V = __m512;
   using M = __mmask16;
   static constexpr int kWidth = 16;
+  static constexpr int kDepthwisePixels = 8;
   static M mask(int64_t n) { return n <= 0 ? 0 : n >= 16 ? 0xffff : static_cast<M>((1u << n) - 1); }
   static V zero() { return _mm512_setzero_ps(); }
   static V set1(float f) { return _mm512_set1_ps(f); }

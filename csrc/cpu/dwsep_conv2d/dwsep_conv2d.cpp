@@ -95,11 +95,13 @@ Status dwsep_conv2d_cpu(const float* x, const float* dw_w, const float* dw_b, co
   });
 
   // Tasks: runs of output pixels of one image, whose depthwise tile (pixels x
-  // Cp floats, at most 256 KiB: it stays in L2) feeds the 1x1 convolution. A
-  // 1x1 weight too large for L2 is streamed once per task, so then tasks take
-  // as many pixels as the tile allows and the output channels are split among
-  // them instead, each part recomputing its tile (cheap next to the 1x1 there);
-  // otherwise the pixels are split until each thread has two tasks.
+  // Cp floats, at most 256 KiB: it stays in L2) feeds the 1x1 convolution.
+  // Usually each task computes its own tile and its 1x1 (fused), the pixels
+  // split until each thread has two tasks. A 1x1 weight too large for L2 would
+  // be streamed from memory once per task, though, so on the small images of
+  // such layers (few pixels) the tasks take as many pixels as a tile holds and
+  // the output channels are split instead: then all threads first fill the
+  // tiles, shared, and then split the 1x1 among them.
   const int64_t tile_pixels = std::max<int64_t>(8, 65536 / std::max<int64_t>(Cp, 1));
   const bool big_weight = s.C * Op * 4 > (int64_t{512} << 10);
   int64_t runs = (pixels + tile_pixels - 1) / tile_pixels;
@@ -111,17 +113,39 @@ Status dwsep_conv2d_cpu(const float* x, const float* dw_w, const float* dw_b, co
   const int64_t o_blocks = Op / kPad;
   const int64_t o_parts = std::clamp<int64_t>((2 * int64_t{nthreads} + pixel_tasks - 1) / pixel_tasks, 1, o_blocks);
   const TaskFn run = task_for(active_cpu_isa());
-  std::atomic<bool> ok{true};
-  parallel_for(pixel_tasks * o_parts, nthreads, [&](int64_t task) {
-    const int64_t part = task % o_parts, pixel_task = task / o_parts;
+  auto task = [&](int64_t pixel_task, float* tile) {
     const int64_t b = pixel_task / tasks_per_image, p0 = pixel_task % tasks_per_image * per_task;
-    auto tile = scratch<float>(per_task * Cp);
-    if (!tile) {
-      ok.store(false, std::memory_order_relaxed);
-      return;
-    }
-    const int64_t o0 = part * o_blocks / o_parts * kPad, o1 = (part + 1) * o_blocks / o_parts * kPad;
-    run(s, pk, Task{x, y, tile.get(), b, p0, std::min(pixels, p0 + per_task), o0, o1});
+    return Task{x, y, tile, b, p0, std::min(pixels, p0 + per_task), 0, Op, true, true};
+  };
+  std::atomic<bool> ok{true};
+  if (o_parts == 1) {
+    parallel_for(pixel_tasks, nthreads, [&](int64_t i) {
+      auto tile = scratch<float>(per_task * Cp);
+      if (!tile) return ok.store(false, std::memory_order_relaxed);
+      run(s, pk, task(i, tile.get()));
+    });
+    return ok.load() ? Status::kOk : Status::kOutOfMemory;
+  }
+  auto tiles = scratch<float>(pixel_tasks * per_task * Cp);
+  if (!tiles) return Status::kOutOfMemory;
+  constexpr int64_t kDepthwiseRun = 8;  // pixels per depthwise-only task
+  const int64_t runs_per_tile = (per_task + kDepthwiseRun - 1) / kDepthwiseRun;
+  parallel_for(pixel_tasks * runs_per_tile, nthreads, [&](int64_t i) {
+    Task t = task(i / runs_per_tile, tiles.get() + i / runs_per_tile * per_task * Cp);
+    const int64_t first = t.p_begin + i % runs_per_tile * kDepthwiseRun;
+    t.tile += (first - t.p_begin) * Cp;
+    t.p_begin = first;
+    t.p_end = std::min(t.p_end, first + kDepthwiseRun);
+    t.pointwise = false;
+    if (t.p_begin < t.p_end) run(s, pk, t);
+  });
+  parallel_for(pixel_tasks * o_parts, nthreads, [&](int64_t i) {
+    const int64_t part = i % o_parts;
+    Task t = task(i / o_parts, tiles.get() + i / o_parts * per_task * Cp);
+    t.o_begin = part * o_blocks / o_parts * kPad;
+    t.o_end = (part + 1) * o_blocks / o_parts * kPad;
+    t.depthwise = false;
+    run(s, pk, t);
   });
   return ok.load() ? Status::kOk : Status::kOutOfMemory;
 }

@@ -5,6 +5,7 @@
 //   store(p, v), store(p, v, m); add, sub, mul, div, fma(a, b, c) = a * b + c
 //   rounded once; max/min with x86 semantics (see vec_math.h);
 //   where_greater(a, b, t, f) = a > b ? t : f per lane; round_even;
+//   kDepthwisePixels, the pixels the depthwise step takes at a time;
 //   times_pow2(p, n) = p * 2^n for integral n in [-126, 127].
 //
 // A task covers a run of output pixels of one image: it computes the
@@ -40,6 +41,7 @@ struct Task {
   float* tile;     // [p_end - p_begin][Cp] scratch
   int64_t b, p_begin, p_end;  // image, and output pixels [p_begin, p_end) of Ho * Wo
   int64_t o_begin, o_end;     // output channels, multiples of kPad (o_end may pass O up to Op)
+  bool depthwise, pointwise;  // which steps to run: both (fused), or one (the tile is shared)
 };
 
 namespace {
@@ -94,12 +96,84 @@ void depthwise_pixels(const DwsepShape& s, const Packed& pk, const float* image,
   for (int64_t c = full; c < pk.Cp; c += S::kWidth) depthwise_vector<S, NP, true>(s, pk, image, origin, c, kh0, kh1, kw0, kw1, out);
 }
 
+// The interior fast path for dilation 1 along W and a kernel width and stride
+// known at compile time: for each kernel row, the (NP - 1) * SW + KW input
+// vectors the NP pixels read are loaded once and reused from registers by
+// every (pixel, tap) pair that reads them. Same float order as above.
+template <class S, int NP, int KW, int SW, bool kMasked>
+inline void depthwise_window_vector(const DwsepShape& s, const Packed& pk, const float* image, int64_t origin,
+                                    int64_t c, int64_t kh0, int64_t kh1, float* out) {
+  using V = typename S::V;
+  constexpr int kSpan = (NP - 1) * SW + KW;
+  const auto m = S::mask(s.C - c);
+  V acc[NP];
+  for (int q = 0; q < NP; ++q) acc[q] = S::zero();
+  for (int64_t kh = kh0; kh < kh1; ++kh) {
+    const int64_t row = origin + kh * s.dilation_h * s.W * s.C + c;
+    V xs[kSpan];
+    for (int j = 0; j < kSpan; ++j) {
+      const float* xj = image + (row + j * s.C);
+      xs[j] = kMasked ? S::load(xj, m) : S::load(xj);
+    }
+    const float* w = pk.dw_w + kh * KW * pk.Cp + c;
+    for (int kw = 0; kw < KW; ++kw) {
+      const V wv = S::load(w + kw * pk.Cp);
+      for (int q = 0; q < NP; ++q) acc[q] = S::fma(xs[q * SW + kw], wv, acc[q]);
+    }
+  }
+  const V bias = S::load(pk.dw_b + c);
+  for (int q = 0; q < NP; ++q) S::store(out + q * pk.Cp + c, activate<S>(s.act1, S::add(acc[q], bias)));
+}
+
+template <class S, int NP, int KW, int SW>
+void depthwise_window(const DwsepShape& s, const Packed& pk, const float* image, int64_t oy, int64_t ox,
+                      int64_t kh0, int64_t kh1, float* out) {
+  const int64_t origin = ((oy * s.stride_h - s.pad_top) * s.W + ox * SW - s.pad_left) * s.C;
+  const int64_t full = s.C / S::kWidth * S::kWidth;
+  for (int64_t c = 0; c < full; c += S::kWidth) {
+    depthwise_window_vector<S, NP, KW, SW, false>(s, pk, image, origin, c, kh0, kh1, out);
+  }
+  for (int64_t c = full; c < pk.Cp; c += S::kWidth) {
+    depthwise_window_vector<S, NP, KW, SW, true>(s, pk, image, origin, c, kh0, kh1, out);
+  }
+}
+
+// The interior runs of NP pixels: the window path when one fits the kernel, else the general one.
+template <class S, int NP>
+using InteriorFn = void (*)(const DwsepShape&, const Packed&, const float*, int64_t, int64_t, int64_t, int64_t,
+                            float*);
+
+template <class S, int NP>
+void depthwise_interior(const DwsepShape& s, const Packed& pk, const float* image, int64_t oy, int64_t ox,
+                        int64_t kh0, int64_t kh1, float* out) {
+  depthwise_pixels<S, NP>(s, pk, image, oy, ox, kh0, kh1, 0, s.KW, out);
+}
+
+template <class S, int NP>
+InteriorFn<S, NP> interior_for(const DwsepShape& s) {
+  if (s.dilation_w == 1 && (s.stride_w == 1 || s.stride_w == 2)) {
+    const bool one = s.stride_w == 1;
+    switch (s.KW) {
+      case 3:
+        return one ? depthwise_window<S, NP, 3, 1> : depthwise_window<S, NP, 3, 2>;
+      case 5:
+        return one ? depthwise_window<S, NP, 5, 1> : depthwise_window<S, NP, 5, 2>;
+      case 7:
+        return one ? depthwise_window<S, NP, 7, 1> : depthwise_window<S, NP, 7, 2>;
+      default:
+        break;
+    }
+  }
+  return depthwise_interior<S, NP>;
+}
+
 // Depthwise outputs of the task's pixels into its tile, a run of one output
 // row at a time: the columns whose kernel window lies inside the input (all
-// taps) go NP at a time, the ones at the borders one by one.
+// taps) go S::kDepthwisePixels at a time, the ones at the borders one by one.
 template <class S>
 void depthwise(const DwsepShape& s, const Packed& pk, const Task& t) {
-  constexpr int NP = 4;
+  constexpr int NP = S::kDepthwisePixels;
+  const InteriorFn<S, NP> interior = interior_for<S, NP>(s);
   const float* image = t.x + t.b * s.H * s.W * s.C;
   // Output columns [inner0, inner1) read input columns 0 <= ix + kw * dilation < W for every kw.
   const int64_t span = (s.KW - 1) * s.dilation_w;
@@ -115,7 +189,7 @@ void depthwise(const DwsepShape& s, const Packed& pk, const Task& t) {
     for (int64_t j = ox; j < run_end;) {
       float* o = out + (j - ox) * pk.Cp;
       if (j >= inner0 && j + NP <= min64(inner1, run_end)) {
-        depthwise_pixels<S, NP>(s, pk, image, oy, j, kh0, kh1, 0, s.KW, o);
+        interior(s, pk, image, oy, j, kh0, kh1, o);
         j += NP;
       } else {
         int64_t kw0, kw1;
@@ -168,13 +242,14 @@ void pointwise_rows(int64_t mr, const DwsepShape& s, const Packed& pk, const Tas
   pointwise_block<S, MR, NV>(s, pk, t, r0, o0);
 }
 
-// Depthwise tile, then the 1x1 convolution of its pixels for output channels
+// Depthwise tile, then (or either one alone) the 1x1 convolution of its pixels for output channels
 // [o_begin, min(o_end, O)): blocks of NV vectors, then one vector, then (when
 // the ISA has a narrower vector type Half, with the same float order per
 // output) a half vector, so that little is computed past O.
 template <class S, int MR, int NV, class Half = void>
 void run_task(const DwsepShape& s, const Packed& pk, const Task& t) {
-  depthwise<S>(s, pk, t);
+  if (t.depthwise) depthwise<S>(s, pk, t);
+  if (!t.pointwise) return;
   const int64_t pixels = t.p_end - t.p_begin;
   const int64_t o_end = min64(t.o_end, s.O);
   // Output-channel blocks outermost: their [C][block] weight panel stays in

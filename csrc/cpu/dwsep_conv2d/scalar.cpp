@@ -12,6 +12,7 @@ struct Scalar {
   using V = float;
   using M = bool;
   static constexpr int kWidth = 1;
+  static constexpr int kDepthwisePixels = 4;
   static M mask(int64_t n) { return n > 0; }
   static V zero() { return 0.0f; }
   static V set1(float f) { return f; }
