@@ -56,6 +56,7 @@ struct Avx512Half {
   static V max(V a, V b) { return _mm256_max_ps(a, b); }
   static V min(V a, V b) { return _mm256_min_ps(a, b); }
   static V where_greater(V a, V b, V t, V f) { return _mm256_mask_blend_ps(_mm256_cmp_ps_mask(a, b, _CMP_GT_OQ), f, t); }
+  static V low(__m512 v) { return _mm512_castps512_ps256(v); }  // the first 8 lanes of a broadcast
   static V round_even(V a) { return _mm256_roundscale_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
   static V times_pow2(V p, V n) {
     const __m256i e = _mm256_slli_epi32(_mm256_cvtps_epi32(n), 23);

@@ -5,7 +5,7 @@
 //   store(p, v), store(p, v, m); add, sub, mul, div, fma(a, b, c) = a * b + c
 //   rounded once; max/min with x86 semantics (see vec_math.h);
 //   where_greater(a, b, t, f) = a > b ? t : f per lane; round_even;
-//   kDepthwisePixels, the pixels the depthwise step takes at a time;
+//   kDepthwisePixels, the pixels the depthwise step takes at a time (a power of two);
 //   times_pow2(p, n) = p * 2^n for integral n in [-126, 127].
 //
 // A task covers a run of output pixels of one image: it computes the
@@ -49,71 +49,66 @@ namespace {
 inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 inline int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
 
-// Taps k whose input index origin + k * dilation lies in [0, size).
-inline void valid_taps(int64_t origin, int64_t dilation, int64_t size, int64_t taps, int64_t* first, int64_t* end) {
-  *first = origin >= 0 ? 0 : (-origin + dilation - 1) / dilation;
-  *end = origin >= size ? 0 : min64(taps, (size - origin + dilation - 1) / dilation);
-  *end = max64(*end, *first);
+// Input vector (iy, ix, c..) of the image, or zeros in the padding.
+template <class S, bool kMasked>
+inline typename S::V input_or_zero(const DwsepShape& s, const float* image, int64_t iy, int64_t ix, int64_t c,
+                                   typename S::M m) {
+  if (iy < 0 || iy >= s.H || ix < 0 || ix >= s.W) return S::zero();
+  const float* p = image + (iy * s.W + ix) * s.C + c;
+  return kMasked ? S::load(p, m) : S::load(p);
 }
 
-// Depthwise outputs of NP pixels of one output row, NP consecutive columns
-// starting at ox, which share the kernel rows [kh0, kh1) and columns
-// [kw0, kw1): each weight vector loaded once serves all NP pixels.
+template <class S, int NP>
+inline void finish_depthwise(const DwsepShape& s, const Packed& pk, const typename S::V (&acc)[NP], int64_t c,
+                             float* out) {
+  const typename S::V bias = S::load(pk.dw_b + c);
+  for (int q = 0; q < NP; ++q) S::store(out + q * pk.Cp + c, activate<S>(s.act1, S::add(acc[q], bias)));
+}
+
+// Depthwise outputs, channels c.., of NP pixels of output row oy, columns ox
+// .. ox + NP - 1: each weight vector loaded once serves all NP pixels. Any
+// kernel size, stride and dilation.
 template <class S, int NP, bool kMasked>
-inline void depthwise_vector(const DwsepShape& s, const Packed& pk, const float* image, int64_t origin, int64_t c,
-                             int64_t kh0, int64_t kh1, int64_t kw0, int64_t kw1, float* out) {
+inline void depthwise_taps(const DwsepShape& s, const Packed& pk, const float* image, int64_t oy, int64_t ox,
+                           int64_t c, float* out) {
   using V = typename S::V;
   const auto m = S::mask(s.C - c);
   V acc[NP];
   for (int q = 0; q < NP; ++q) acc[q] = S::zero();
-  for (int64_t kh = kh0; kh < kh1; ++kh) {
-    const int64_t row = origin + kh * s.dilation_h * s.W * s.C + c;
-    const float* w = pk.dw_w + kh * s.KW * pk.Cp + c;
-    for (int64_t kw = kw0; kw < kw1; ++kw) {
-      const V wv = S::load(w + kw * pk.Cp);
-      const int64_t px = row + kw * s.dilation_w * s.C;
+  for (int64_t kh = 0; kh < s.KH; ++kh) {
+    const int64_t iy = oy * s.stride_h - s.pad_top + kh * s.dilation_h;
+    for (int64_t kw = 0; kw < s.KW; ++kw) {
+      const V wv = S::load(pk.dw_w + (kh * s.KW + kw) * pk.Cp + c);
+      const int64_t ix = ox * s.stride_w - s.pad_left + kw * s.dilation_w;
       for (int q = 0; q < NP; ++q) {
-        const float* xq = image + (px + q * s.stride_w * s.C);
-        acc[q] = S::fma(kMasked ? S::load(xq, m) : S::load(xq), wv, acc[q]);
+        acc[q] = S::fma(input_or_zero<S, kMasked>(s, image, iy, ix + q * s.stride_w, c, m), wv, acc[q]);
       }
     }
   }
-  const V bias = S::load(pk.dw_b + c);
-  for (int q = 0; q < NP; ++q) S::store(out + q * pk.Cp + c, activate<S>(s.act1, S::add(acc[q], bias)));
+  finish_depthwise<S, NP>(s, pk, acc, c, out);
 }
 
-// Depthwise outputs of NP pixels of one output row, NP consecutive columns
-// starting at ox, which share the kernel rows [kh0, kh1) and columns
-// [kw0, kw1): each weight vector loaded once serves all NP pixels.
-template <class S, int NP>
-void depthwise_pixels(const DwsepShape& s, const Packed& pk, const float* image, int64_t oy, int64_t ox,
-                      int64_t kh0, int64_t kh1, int64_t kw0, int64_t kw1, float* out) {
-  const int64_t iy = oy * s.stride_h - s.pad_top, ix = ox * s.stride_w - s.pad_left;
-  // Offset of tap (0, 0), possibly outside the image: only the valid taps' offsets become pointers.
-  const int64_t origin = (iy * s.W + ix) * s.C;
-  const int64_t full = s.C / S::kWidth * S::kWidth;
-  for (int64_t c = 0; c < full; c += S::kWidth) depthwise_vector<S, NP, false>(s, pk, image, origin, c, kh0, kh1, kw0, kw1, out);
-  for (int64_t c = full; c < pk.Cp; c += S::kWidth) depthwise_vector<S, NP, true>(s, pk, image, origin, c, kh0, kh1, kw0, kw1, out);
-}
-
-// The interior fast path for dilation 1 along W and a kernel width and stride
-// known at compile time: for each kernel row, the (NP - 1) * SW + KW input
-// vectors the NP pixels read are loaded once and reused from registers by
-// every (pixel, tap) pair that reads them. Same float order as above.
-template <class S, int NP, int KW, int SW, bool kMasked>
-inline void depthwise_window_vector(const DwsepShape& s, const Packed& pk, const float* image, int64_t origin,
-                                    int64_t c, int64_t kh0, int64_t kh1, float* out) {
+// The same for dilation 1 along W and a kernel width and stride known at
+// compile time: for each kernel row, the (NP - 1) * SW + KW input vectors the
+// NP pixels read are loaded once and reused from registers by every (pixel,
+// tap) pair that reads them; pixel runs away from the left and right borders
+// skip the column checks. Same float order.
+template <class S, int NP, int KW, int SW, bool kMasked, bool kBorder>
+inline void depthwise_window_vector(const DwsepShape& s, const Packed& pk, const float* image, int64_t oy,
+                                    int64_t ix, int64_t c, float* out) {
   using V = typename S::V;
   constexpr int kSpan = (NP - 1) * SW + KW;
   const auto m = S::mask(s.C - c);
   V acc[NP];
   for (int q = 0; q < NP; ++q) acc[q] = S::zero();
-  for (int64_t kh = kh0; kh < kh1; ++kh) {
-    const int64_t row = origin + kh * s.dilation_h * s.W * s.C + c;
+  for (int64_t kh = 0; kh < s.KH; ++kh) {
+    const int64_t iy = oy * s.stride_h - s.pad_top + kh * s.dilation_h;
+    const bool row = iy >= 0 && iy < s.H;
     V xs[kSpan];
     for (int j = 0; j < kSpan; ++j) {
-      const float* xj = image + (row + j * s.C);
-      xs[j] = kMasked ? S::load(xj, m) : S::load(xj);
+      const bool inside = row && (!kBorder || (ix + j >= 0 && ix + j < s.W));
+      const float* xj = image + ((iy * s.W + ix + j) * s.C + c) * inside;  // the image start when outside
+      xs[j] = inside ? (kMasked ? S::load(xj, m) : S::load(xj)) : S::zero();
     }
     const float* w = pk.dw_w + kh * KW * pk.Cp + c;
     for (int kw = 0; kw < KW; ++kw) {
@@ -121,158 +116,203 @@ inline void depthwise_window_vector(const DwsepShape& s, const Packed& pk, const
       for (int q = 0; q < NP; ++q) acc[q] = S::fma(xs[q * SW + kw], wv, acc[q]);
     }
   }
-  const V bias = S::load(pk.dw_b + c);
-  for (int q = 0; q < NP; ++q) S::store(out + q * pk.Cp + c, activate<S>(s.act1, S::add(acc[q], bias)));
+  finish_depthwise<S, NP>(s, pk, acc, c, out);
 }
 
-template <class S, int NP, int KW, int SW>
-void depthwise_window(const DwsepShape& s, const Packed& pk, const float* image, int64_t oy, int64_t ox,
-                      int64_t kh0, int64_t kh1, float* out) {
-  const int64_t origin = ((oy * s.stride_h - s.pad_top) * s.W + ox * SW - s.pad_left) * s.C;
+template <class S, int NP, int KW, int SW, bool kMasked>
+inline void depthwise_window(const DwsepShape& s, const Packed& pk, const float* image, int64_t oy, int64_t ox,
+                             int64_t c, float* out) {
+  const int64_t ix = ox * SW - s.pad_left;
+  if (ix >= 0 && ix + (NP - 1) * SW + KW <= s.W) {
+    depthwise_window_vector<S, NP, KW, SW, kMasked, false>(s, pk, image, oy, ix, c, out);
+  } else {
+    depthwise_window_vector<S, NP, KW, SW, kMasked, true>(s, pk, image, oy, ix, c, out);
+  }
+}
+
+// All channels of NP pixels: Kernel<NP, kMasked>::run per channel vector.
+template <class S, int NP, template <int, bool> class Kernel>
+void depthwise_pixels(const DwsepShape& s, const Packed& pk, const float* image, int64_t oy, int64_t ox, float* out) {
   const int64_t full = s.C / S::kWidth * S::kWidth;
-  for (int64_t c = 0; c < full; c += S::kWidth) {
-    depthwise_window_vector<S, NP, KW, SW, false>(s, pk, image, origin, c, kh0, kh1, out);
-  }
-  for (int64_t c = full; c < pk.Cp; c += S::kWidth) {
-    depthwise_window_vector<S, NP, KW, SW, true>(s, pk, image, origin, c, kh0, kh1, out);
-  }
+  for (int64_t c = 0; c < full; c += S::kWidth) Kernel<NP, false>::run(s, pk, image, oy, ox, c, out);
+  for (int64_t c = full; c < pk.Cp; c += S::kWidth) Kernel<NP, true>::run(s, pk, image, oy, ox, c, out);
 }
 
-// The interior runs of NP pixels: the window path when one fits the kernel, else the general one.
-template <class S, int NP>
-using InteriorFn = void (*)(const DwsepShape&, const Packed&, const float*, int64_t, int64_t, int64_t, int64_t,
-                            float*);
+template <class S>
+struct Taps {
+  template <int NP, bool kMasked>
+  struct K {
+    static void run(const DwsepShape& s, const Packed& pk, const float* image, int64_t oy, int64_t ox, int64_t c,
+                    float* out) {
+      depthwise_taps<S, NP, kMasked>(s, pk, image, oy, ox, c, out);
+    }
+  };
+};
 
-template <class S, int NP>
-void depthwise_interior(const DwsepShape& s, const Packed& pk, const float* image, int64_t oy, int64_t ox,
-                        int64_t kh0, int64_t kh1, float* out) {
-  depthwise_pixels<S, NP>(s, pk, image, oy, ox, kh0, kh1, 0, s.KW, out);
-}
+template <class S, int KW, int SW>
+struct Window {
+  template <int NP, bool kMasked>
+  struct K {
+    static void run(const DwsepShape& s, const Packed& pk, const float* image, int64_t oy, int64_t ox, int64_t c,
+                    float* out) {
+      depthwise_window<S, NP, KW, SW, kMasked>(s, pk, image, oy, ox, c, out);
+    }
+  };
+};
 
-template <class S, int NP>
-InteriorFn<S, NP> interior_for(const DwsepShape& s) {
+using PixelsFn = void (*)(const DwsepShape&, const Packed&, const float*, int64_t, int64_t, float*);
+
+// Runs of NP, NP / 2, ..., 1 pixels for one depthwise kernel.
+template <class S, template <int, bool> class Kernel, int NP>
+struct RunFns {
+  PixelsFn fns[4] = {depthwise_pixels<S, NP, Kernel>, depthwise_pixels<S, (NP > 1 ? NP / 2 : 1), Kernel>,
+                     depthwise_pixels<S, (NP > 3 ? NP / 4 : 1), Kernel>, depthwise_pixels<S, 1, Kernel>};
+  int sizes[4] = {NP, NP > 1 ? NP / 2 : 1, NP > 3 ? NP / 4 : 1, 1};
+};
+
+template <class S>
+struct DepthwiseRuns {
+  PixelsFn fns[4];
+  int sizes[4];
+  template <template <int, bool> class Kernel, int NP = S::kDepthwisePixels>
+  static DepthwiseRuns of() {
+    const RunFns<S, Kernel, NP> r;
+    return {{r.fns[0], r.fns[1], r.fns[2], r.fns[3]}, {r.sizes[0], r.sizes[1], r.sizes[2], r.sizes[3]}};
+  }
+};
+
+// Stride 2 reads twice the input columns per pixel: half the pixels per run
+// keep the window in registers.
+template <class S>
+DepthwiseRuns<S> depthwise_runs(const DwsepShape& s) {
+  constexpr int kHalfRun = S::kDepthwisePixels > 1 ? S::kDepthwisePixels / 2 : 1;
   if (s.dilation_w == 1 && (s.stride_w == 1 || s.stride_w == 2)) {
     const bool one = s.stride_w == 1;
     switch (s.KW) {
       case 3:
-        return one ? depthwise_window<S, NP, 3, 1> : depthwise_window<S, NP, 3, 2>;
+        return one ? DepthwiseRuns<S>::template of<Window<S, 3, 1>::template K>()
+                   : DepthwiseRuns<S>::template of<Window<S, 3, 2>::template K, kHalfRun>();
       case 5:
-        return one ? depthwise_window<S, NP, 5, 1> : depthwise_window<S, NP, 5, 2>;
+        return one ? DepthwiseRuns<S>::template of<Window<S, 5, 1>::template K>()
+                   : DepthwiseRuns<S>::template of<Window<S, 5, 2>::template K, kHalfRun>();
       case 7:
-        return one ? depthwise_window<S, NP, 7, 1> : depthwise_window<S, NP, 7, 2>;
+        return one ? DepthwiseRuns<S>::template of<Window<S, 7, 1>::template K>()
+                   : DepthwiseRuns<S>::template of<Window<S, 7, 2>::template K, kHalfRun>();
       default:
         break;
     }
   }
-  return depthwise_interior<S, NP>;
+  return DepthwiseRuns<S>::template of<Taps<S>::template K>();
 }
 
-// Depthwise outputs of the task's pixels into its tile, a run of one output
-// row at a time: the columns whose kernel window lies inside the input (all
-// taps) go S::kDepthwisePixels at a time, the ones at the borders one by one.
+// Depthwise outputs of the task's pixels into its tile, one output row's run
+// at a time, in groups of kDepthwisePixels pixels and halves of that for the rest.
 template <class S>
 void depthwise(const DwsepShape& s, const Packed& pk, const Task& t) {
-  constexpr int NP = S::kDepthwisePixels;
-  const InteriorFn<S, NP> interior = interior_for<S, NP>(s);
+  const DepthwiseRuns<S> runs = depthwise_runs<S>(s);
   const float* image = t.x + t.b * s.H * s.W * s.C;
-  // Output columns [inner0, inner1) read input columns 0 <= ix + kw * dilation < W for every kw.
-  const int64_t span = (s.KW - 1) * s.dilation_w;
-  const int64_t inner0 = min64(s.Wo, (s.pad_left + s.stride_w - 1) / s.stride_w);
-  const int64_t last = s.W - 1 - span + s.pad_left;  // largest ox * stride_w allowed
-  const int64_t inner1 = last < 0 ? inner0 : max64(inner0, min64(s.Wo, last / s.stride_w + 1));
   for (int64_t p = t.p_begin; p < t.p_end;) {
     const int64_t oy = p / s.Wo, ox = p % s.Wo;
     const int64_t run_end = min64(t.p_end - p, s.Wo - ox) + ox;  // this row's part of the task
-    int64_t kh0, kh1;
-    valid_taps(oy * s.stride_h - s.pad_top, s.dilation_h, s.H, s.KH, &kh0, &kh1);
     float* out = t.tile + (p - t.p_begin) * pk.Cp;
-    for (int64_t j = ox; j < run_end;) {
-      float* o = out + (j - ox) * pk.Cp;
-      if (j >= inner0 && j + NP <= min64(inner1, run_end)) {
-        interior(s, pk, image, oy, j, kh0, kh1, o);
-        j += NP;
-      } else {
-        int64_t kw0, kw1;
-        valid_taps(j * s.stride_w - s.pad_left, s.dilation_w, s.W, s.KW, &kw0, &kw1);
-        depthwise_pixels<S, 1>(s, pk, image, oy, j, kh0, kh1, kw0, kw1, o);
-        j += 1;
-      }
+    int64_t j = ox;
+    for (int i = 0; i < 4; ++i) {
+      for (; run_end - j >= runs.sizes[i]; j += runs.sizes[i]) runs.fns[i](s, pk, image, oy, j, out + (j - ox) * pk.Cp);
     }
     p += run_end - ox;
   }
 }
 
-// y for tile pixels [r0, r0 + MR) and output channels [o0, o0 + NV * kWidth).
-template <class S, int MR, int NV>
+// The epilogue of one vector of outputs o.. of a pixel: + pw_b, act2, + x, store (masked at O).
+template <class S>
+inline void finish(const DwsepShape& s, const Packed& pk, typename S::V acc, int64_t o, const float* x, float* y) {
+  const auto m = S::mask(s.O - o);
+  typename S::V out = activate<S>(s.act2, S::add(acc, S::load(pk.pw_b + o)));
+  if (s.residual) out = S::add(out, S::load(x + o, m));
+  S::store(y + o, out, m);
+}
+
+// y for tile pixels [r0, r0 + MR) and output channels [o0, o0 + NV * kWidth),
+// plus, when Half is not void, the next Half::kWidth channels in the same
+// pass (sharing the broadcast activations: narrow outputs such as O = 24 are
+// otherwise bound by one broadcast per fma).
+template <class S, int MR, int NV, class Half>
 void pointwise_block(const DwsepShape& s, const Packed& pk, const Task& t, int64_t r0, int64_t o0) {
   using V = typename S::V;
+  constexpr bool kHalf = !std::is_void_v<Half>;
+  using HV = typename std::conditional_t<kHalf, Half, S>::V;
   V acc[MR][NV];
-  for (int r = 0; r < MR; ++r)
+  HV half_acc[MR];
+  for (int r = 0; r < MR; ++r) {
     for (int v = 0; v < NV; ++v) acc[r][v] = S::zero();
+    if constexpr (kHalf) half_acc[r] = Half::zero();
+  }
   const float* a = t.tile + r0 * pk.Cp;
   const float* w = pk.pw_w + o0;
   for (int64_t c = 0; c < s.C; ++c) {
     V wv[NV];
     for (int v = 0; v < NV; ++v) wv[v] = S::load(w + c * pk.Op + v * S::kWidth);
+    HV hw;
+    if constexpr (kHalf) hw = Half::load(w + c * pk.Op + NV * S::kWidth);
     for (int r = 0; r < MR; ++r) {
       const V av = S::set1(a[r * pk.Cp + c]);
       for (int v = 0; v < NV; ++v) acc[r][v] = S::fma(av, wv[v], acc[r][v]);
+      if constexpr (kHalf) half_acc[r] = Half::fma(Half::low(av), hw, half_acc[r]);
     }
   }
   for (int r = 0; r < MR; ++r) {
     const int64_t pixel = t.b * s.Ho * s.Wo + t.p_begin + r0 + r;
     float* y = t.y + pixel * s.O;
     const float* x = t.x + pixel * s.C;  // residual: the output grid is the input grid
-    for (int v = 0; v < NV; ++v) {
-      const int64_t o = o0 + v * S::kWidth;
-      const auto m = S::mask(s.O - o);
-      V out = activate<S>(s.act2, S::add(acc[r][v], S::load(pk.pw_b + o)));
-      if (s.residual) out = S::add(out, S::load(x + o, m));
-      S::store(y + o, out, m);
-    }
+    for (int v = 0; v < NV; ++v) finish<S>(s, pk, acc[r][v], o0 + v * S::kWidth, x, y);
+    if constexpr (kHalf) finish<Half>(s, pk, half_acc[r], o0 + NV * S::kWidth, x, y);
   }
 }
 
 // pointwise_block for 1 <= mr <= MR pixels.
-template <class S, int MR, int NV>
+template <class S, int MR, int NV, class Half>
 void pointwise_rows(int64_t mr, const DwsepShape& s, const Packed& pk, const Task& t, int64_t r0, int64_t o0) {
   if constexpr (MR > 1) {
-    if (mr < MR) return pointwise_rows<S, MR - 1, NV>(mr, s, pk, t, r0, o0);
+    if (mr < MR) return pointwise_rows<S, MR - 1, NV, Half>(mr, s, pk, t, r0, o0);
   }
-  pointwise_block<S, MR, NV>(s, pk, t, r0, o0);
+  pointwise_block<S, MR, NV, Half>(s, pk, t, r0, o0);
 }
 
-// Depthwise tile, then (or either one alone) the 1x1 convolution of its pixels for output channels
-// [o_begin, min(o_end, O)): blocks of NV vectors, then one vector, then (when
-// the ISA has a narrower vector type Half, with the same float order per
-// output) a half vector, so that little is computed past O.
+// One output-channel block for every pixel of the tile: its [C][block]
+// weight panel stays in cache while the pixels pass over it.
+template <class S, int MR, int NV, class Half = void>
+void pointwise_pixels(const DwsepShape& s, const Packed& pk, const Task& t, int64_t o0) {
+  const int64_t pixels = t.p_end - t.p_begin;
+  for (int64_t r0 = 0; r0 < pixels; r0 += MR) pointwise_rows<S, MR, NV, Half>(min64(MR, pixels - r0), s, pk, t, r0, o0);
+}
+
+// Depthwise tile, then (or either one alone) the 1x1 convolution of its
+// pixels for output channels [o_begin, min(o_end, O)): blocks of NV vectors;
+// the channels left at the end in one vector, or (when the ISA has a narrower
+// vector type Half: same float order per output) a half vector or one and a
+// half, so that little is computed past O. The packed weights hold Op >= O
+// columns (a multiple of kPad), so every block reads inside them; stores stop at O.
 template <class S, int MR, int NV, class Half = void>
 void run_task(const DwsepShape& s, const Packed& pk, const Task& t) {
   if (t.depthwise) depthwise<S>(s, pk, t);
   if (!t.pointwise) return;
-  const int64_t pixels = t.p_end - t.p_begin;
+  constexpr int W = S::kWidth;
   const int64_t o_end = min64(t.o_end, s.O);
-  // Output-channel blocks outermost: their [C][block] weight panel stays in
-  // cache while every pixel of the tile passes over it.
-  for (int64_t o0 = t.o_begin; o0 < o_end;) {
+  int64_t o0 = t.o_begin;
+  for (; o_end - o0 >= NV * W; o0 += NV * W) pointwise_pixels<S, MR, NV>(s, pk, t, o0);
+  for (; o0 < o_end; o0 += W) {
     const int64_t left = o_end - o0;
-    for (int64_t r0 = 0; r0 < pixels; r0 += MR) {
-      const int64_t mr = min64(MR, pixels - r0);
-      if (left >= NV * S::kWidth) {
-        pointwise_rows<S, MR, NV>(mr, s, pk, t, r0, o0);
-      } else if constexpr (!std::is_void_v<Half>) {
-        if (left <= Half::kWidth) {
-          pointwise_rows<Half, MR, 1>(mr, s, pk, t, r0, o0);
-        } else {
-          pointwise_rows<S, MR, 1>(mr, s, pk, t, r0, o0);
-        }
-      } else {
-        pointwise_rows<S, MR, 1>(mr, s, pk, t, r0, o0);
+    if constexpr (!std::is_void_v<Half>) {
+      if (left <= Half::kWidth) {
+        pointwise_pixels<Half, 12, 1>(s, pk, t, o0);
+        continue;
+      }
+      if (left > W && left <= W + Half::kWidth) {
+        pointwise_pixels<S, 12, 1, Half>(s, pk, t, o0);
+        break;
       }
     }
-    // The packed weights hold Op >= O columns (a multiple of kPad), so every
-    // block above reads inside them; stores stop at O.
-    o0 += left >= NV * S::kWidth ? NV * S::kWidth : S::kWidth;
+    pointwise_pixels<S, MR, 1>(s, pk, t, o0);
   }
 }
 

@@ -4,8 +4,8 @@
 // with the intermediate a kept in a per-task tile of cache, never written to memory.
 //
 // Float order, the same on every ISA path and thread count (bit-identical):
-//   d starts at +0 and takes the taps inside the input in (kh, kw) row-major
-//   order, one fma each (taps in the zero padding are skipped); then + dw_b.
+//   d starts at +0 and takes every tap in (kh, kw) row-major order, one fma
+//   each, x being 0 in the zero padding (as the reference computes); then + dw_b.
 //   The 1x1 sum starts at +0 and takes c = 0 .. C-1 in order, one fma each;
 //   then + pw_b, act2, + x (residual).
 // Activations: relu max(v, 0), relu6 min(max(v, 0), 6), silu v / (1 + e(-v)),
