@@ -4,6 +4,7 @@ import pytest
 import torch
 from torch import nn
 
+import slimops
 from slimops.nn import DWSepConv2d, fold_bn, fuse_dwsep
 
 DTYPES = (torch.float32, torch.float64)
@@ -438,3 +439,18 @@ def test_channels_last_network(dtype):
         block_input = torch.randn(1, 48, 8, 8, dtype=dtype).contiguous(memory_format=torch.channels_last)
         assert block(block_input).is_contiguous(memory_format=torch.channels_last)
         torch.testing.assert_close(model(x), expected, **TOLERANCE[dtype])
+
+
+def test_slimops_convert_fuses_with_a_dwsep_config_and_skips_by_name():
+    build, blocks = NETWORKS["mobilenet_v2"]
+    model, reference = build().eval(), build().eval()
+    reference.load_state_dict(model.state_dict())
+    x = torch.randn(1, 3, 32, 32)
+    names = [f"{block}.conv.{0 if expand == 1 else 1}.0" for block, expand in blocks.items()]
+    summary = slimops.convert(model, slimops.DWSepConfig(skip=(names[0],)))
+    assert summary.fused == names[1:] and summary.skipped == {names[0]: "skipped by name"}
+    assert type(dict(model.named_modules())[names[0]]) is nn.Conv2d
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), reference(x), **TOLERANCE[torch.float32])
+    with pytest.raises(ValueError, match="calibrate"):
+        slimops.convert(model, slimops.DWSepConfig(), calibrate=lambda m: None)

@@ -15,7 +15,7 @@ import os
 from . import _C, _ops, nn, reference
 from .formats import QuantizedWeight
 from .gptq import collect_hessians, gptq_quantize
-from .nn import DWSepConv2d, QuantConfig, convert, fold_bn, to_float
+from .nn import DWSepConfig, DWSepConv2d, QuantConfig, convert, fold_bn, to_float
 from .quantization import quantize
 
 __version__ = "0.1.0"
@@ -42,5 +42,5 @@ def _check_isa_env() -> None:
 
 _check_isa_env()
 
-__all__ = ["DWSepConv2d", "QuantConfig", "QuantizedWeight", "collect_hessians", "convert", "cpu_isa", "fold_bn",
+__all__ = ["DWSepConfig", "DWSepConv2d", "QuantConfig", "QuantizedWeight", "collect_hessians", "convert", "cpu_isa", "fold_bn",
            "gptq_quantize", "nn", "quantize", "reference", "set_cpu_isa", "to_float"]

@@ -4,10 +4,10 @@ and slimops.to_float: the reverse, for debugging."""
 import fnmatch
 from dataclasses import dataclass, field
 
-import torch
 from torch import nn
 
 from ..gptq import InputHessian, collect_hessians, gptq_quantize
+from .convert_dwsep import DWSepConfig, DWSepFusionSummary, fuse_dwsep
 from .quant_linear import QuantLinear
 
 # Below this many layers a progress bar is noise.
@@ -77,15 +77,21 @@ def _set_child(model: nn.Module, qualified_name: str, new: nn.Module) -> None:
     setattr(parent, child, new)
 
 
-def convert(model: nn.Module, config: QuantConfig | None = None, *, progress: bool | None = None,
-            calibrate=None) -> ConversionSummary:
-    """Replace every nn.Linear of model (in place) by a QuantLinear, except
-    those config.skip names or that are smaller than config.min_features.
-    Returns a ConversionSummary (print it for the sizes before and after).
+def convert(model: nn.Module, config: QuantConfig | DWSepConfig | None = None, *, progress: bool | None = None,
+            calibrate=None) -> ConversionSummary | DWSepFusionSummary:
+    """With a QuantConfig (the default): replace every nn.Linear of model (in
+    place) by a QuantLinear, except those config.skip names or that are
+    smaller than config.min_features; returns a ConversionSummary (print it
+    for the sizes before and after). With a DWSepConfig: fuse the model's
+    depthwise-separable conv chains into DWSepConv2d modules (fuse_dwsep).
     progress: a tqdm bar (None: only for models of 50 or more linear layers).
     calibrate: with config.method "gptq", a callable ``calibrate(model)`` that
     runs forward passes over calibration data (not the data you evaluate on).
     """
+    if isinstance(config, DWSepConfig):
+        if calibrate is not None:
+            raise ValueError("calibrate= is only used by QuantConfig(method='gptq')")
+        return fuse_dwsep(model, config.skip)
     config = config or QuantConfig()
     _check_config(config, calibrate)
     linears = [(name, m) for name, m in model.named_modules() if type(m) is nn.Linear]

@@ -14,11 +14,20 @@ modules stay as they were (the fused weights are under the depthwise conv's
 name: "<name>.dw_weight", "<name>.pw_weight", ...).
 """
 
+import fnmatch
 from dataclasses import dataclass, field
 
 from torch import nn
 
 from .dwsep_conv2d import DWSepConv2d, activation_name
+
+
+@dataclass(frozen=True)
+class DWSepConfig:
+    """What slimops.convert does with this config: fuse_dwsep. skip: fnmatch
+    patterns of depthwise conv names whose chains stay unfused."""
+
+    skip: tuple[str, ...] = ()
 
 
 @dataclass
@@ -108,10 +117,11 @@ def _match(slots: list[_Slot], start: int):
     return parts, i
 
 
-def fuse_dwsep(model: nn.Module) -> DWSepFusionSummary:
+def fuse_dwsep(model: nn.Module, skip: tuple[str, ...] = ()) -> DWSepFusionSummary:
     """Replace every depthwise-separable chain of model's Sequentials by a
-    DWSepConv2d (see the module docstring), in place; returns what was fused
-    and, for chains DWSepConv2d.from_modules refused, why.
+    DWSepConv2d (see the module docstring), in place, except those whose
+    depthwise conv's name matches a pattern of skip; returns what was fused
+    and, for chains DWSepConv2d.from_modules refused or skip named, why.
 
     BatchNorms are folded with their running statistics: the fused model
     computes what the original computes in eval mode, so fuse a trained model.
@@ -128,6 +138,10 @@ def fuse_dwsep(model: nn.Module) -> DWSepFusionSummary:
                 i += 1
                 continue
             parts, end = match
+            if any(fnmatch.fnmatchcase(slots[i].name, pattern) for pattern in skip):
+                summary.skipped[slots[i].name] = "skipped by name"
+                i += 1
+                continue
             try:
                 fused = DWSepConv2d.from_modules(**parts)
             except ValueError as error:
