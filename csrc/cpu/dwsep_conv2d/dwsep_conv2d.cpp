@@ -69,12 +69,11 @@ Status dwsep_conv2d_cpu(const float* x, const float* dw_w, const float* dw_b, co
   if (y == nullptr || (s.C != 0 && (x == nullptr || dw_w == nullptr || pw_w == nullptr))) return Status::kNullPointer;
 
   const int64_t Cp = padded(s.C), Op = padded(s.O), taps = s.KH * s.KW;
-  auto dw_packed = scratch<float>(taps * Cp + Cp);
-  auto pw_packed = scratch<float>(s.C * Op + Op);
-  if (!dw_packed || !pw_packed) return Status::kOutOfMemory;
-  const Packed pk{dw_packed.get(), dw_packed.get() + taps * Cp, pw_packed.get(), pw_packed.get() + s.C * Op, Cp, Op};
-  float* dwp = dw_packed.get();
-  float* pwp = pw_packed.get();
+  // Buffers of the calling thread (0, 1, 2) and of each task's thread (3), reused across calls.
+  float* dwp = thread_buffer<float, 0>(taps * Cp + Cp);
+  float* pwp = thread_buffer<float, 1>(s.C * Op + Op);
+  if (dwp == nullptr || pwp == nullptr) return Status::kOutOfMemory;
+  const Packed pk{dwp, dwp + taps * Cp, pwp, pwp + s.C * Op, Cp, Op};
   std::fill(dwp, dwp + taps * Cp + Cp, 0.0f);
   for (int64_t c = 0; c < s.C; ++c) {
     for (int64_t k = 0; k < taps; ++k) dwp[k * Cp + c] = dw_w[c * taps + k];
@@ -120,18 +119,18 @@ Status dwsep_conv2d_cpu(const float* x, const float* dw_w, const float* dw_b, co
   std::atomic<bool> ok{true};
   if (o_parts == 1) {
     parallel_for(pixel_tasks, nthreads, [&](int64_t i) {
-      auto tile = scratch<float>(per_task * Cp);
-      if (!tile) return ok.store(false, std::memory_order_relaxed);
-      run(s, pk, task(i, tile.get()));
+      float* tile = thread_buffer<float, 3>(per_task * Cp);
+      if (tile == nullptr) return ok.store(false, std::memory_order_relaxed);
+      run(s, pk, task(i, tile));
     });
     return ok.load() ? Status::kOk : Status::kOutOfMemory;
   }
-  auto tiles = scratch<float>(pixel_tasks * per_task * Cp);
-  if (!tiles) return Status::kOutOfMemory;
+  float* tiles = thread_buffer<float, 2>(pixel_tasks * per_task * Cp);
+  if (tiles == nullptr) return Status::kOutOfMemory;
   constexpr int64_t kDepthwiseRun = 8;  // pixels per depthwise-only task
   const int64_t runs_per_tile = (per_task + kDepthwiseRun - 1) / kDepthwiseRun;
   parallel_for(pixel_tasks * runs_per_tile, nthreads, [&](int64_t i) {
-    Task t = task(i / runs_per_tile, tiles.get() + i / runs_per_tile * per_task * Cp);
+    Task t = task(i / runs_per_tile, tiles + i / runs_per_tile * per_task * Cp);
     const int64_t first = t.p_begin + i % runs_per_tile * kDepthwiseRun;
     t.tile += (first - t.p_begin) * Cp;
     t.p_begin = first;
@@ -141,7 +140,7 @@ Status dwsep_conv2d_cpu(const float* x, const float* dw_w, const float* dw_b, co
   });
   parallel_for(pixel_tasks * o_parts, nthreads, [&](int64_t i) {
     const int64_t part = i % o_parts;
-    Task t = task(i / o_parts, tiles.get() + i / o_parts * per_task * Cp);
+    Task t = task(i / o_parts, tiles + i / o_parts * per_task * Cp);
     t.o_begin = part * o_blocks / o_parts * kPad;
     t.o_end = (part + 1) * o_blocks / o_parts * kPad;
     t.depthwise = false;

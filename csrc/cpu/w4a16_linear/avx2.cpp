@@ -27,7 +27,7 @@ inline __m256 round_bf16(__m256 v) {
 }
 
 struct Table {
-  __m256 low, high;  // values of u = 0..7 and 8..15
+  __m256 low = _mm256_setzero_ps(), high = _mm256_setzero_ps();  // values of u = 0..7 and 8..15
 };
 
 inline Table group_table(int32_t z, float s) {
@@ -44,27 +44,7 @@ inline __m256 lookup(const Table& t, __m256i idx, __m256i bit3) {
                           _mm256_castsi256_ps(bit3));
 }
 
-class Tables {
- public:
-  Tables(const Weight& wt, int64_t n) : wt_(wt), n_(n) {}
-  bool at(int64_t k0, const Table** table) {
-    const int64_t g = k0 / wt_.group;
-    if (g != group_) {
-      int32_t z;
-      if (!zero_point(wt_, n_, g, &z)) return false;
-      table_ = group_table(z, wt_.w_scale[n_ * wt_.G + g]);
-      group_ = g;
-    }
-    *table = &table_;
-    return true;
-  }
-
- private:
-  const Weight& wt_;
-  int64_t n_;
-  int64_t group_ = -1;
-  Table table_{_mm256_setzero_ps(), _mm256_setzero_ps()};
-};
+using Tables = GroupTables<Table, group_table>;
 
 // The 16 packed bytes of chunk k0, zero past the packed row.
 inline const uint8_t* chunk_bytes(const Weight& wt, const uint8_t* wr, int64_t k0, uint8_t (&tail)[16]) {
@@ -83,6 +63,25 @@ inline void dequant8(const Table& table, const uint8_t* b, __m256* even, __m256*
 }
 
 struct Avx2Kernel {
+  // Chunk k0 of parity A (= (k0 / 32) % 2, known at compile time so that the
+  // accumulators stay in registers).
+  template <int A>
+  static bool chunk(const Tile& t, int64_t m, const uint8_t* wr, Tables& tables, int64_t k0, __m256 (&acc)[8]) {
+    const Table* table;
+    if (!tables.at(k0, &table)) return false;
+    uint8_t tail[16];
+    const uint8_t* bytes = chunk_bytes(t.wt, wr, k0, tail);
+    const float* xr = t.xb + (k0 / kBlock * t.M + m) * kBlock + 16 * (k0 % kBlock / kChunk);
+#pragma GCC unroll 2
+    for (int q = 0; q < 2; ++q) {
+      __m256 even, odd;
+      dequant8(*table, bytes + 8 * q, &even, &odd);
+      acc[2 * A + q] = _mm256_fmadd_ps(_mm256_loadu_ps(xr + 8 * q), even, acc[2 * A + q]);
+      acc[4 + 2 * A + q] = _mm256_fmadd_ps(_mm256_loadu_ps(xr + 64 + 8 * q), odd, acc[4 + 2 * A + q]);
+    }
+    return true;
+  }
+
   template <int mr>
   static bool run(const Tile& t, int64_t m, int64_t n) {
     static_assert(mr == 1, "the AVX2 path takes one activation row at a time");
@@ -91,21 +90,9 @@ struct Avx2Kernel {
     Tables tables(wt, n);
     __m256 acc[8];
     for (auto& a : acc) a = _mm256_setzero_ps();
-    uint8_t tail[16];
-    for (int64_t k0 = 0; k0 < wt.K; k0 += kChunk) {
-      const Table* table;
-      if (!tables.at(k0, &table)) return false;
-      const int64_t b = k0 / kBlock, c = k0 % kBlock / kChunk;
-      const uint8_t* bytes = chunk_bytes(wt, wr, k0, tail);
-      const float* xr = t.xb + (b * t.M + m) * kBlock + 16 * c;
-      const int a = 2 * static_cast<int>(c % 2);
-#pragma GCC unroll 2
-      for (int q = 0; q < 2; ++q) {
-        __m256 even, odd;
-        dequant8(*table, bytes + 8 * q, &even, &odd);
-        acc[a + q] = _mm256_fmadd_ps(_mm256_loadu_ps(xr + 8 * q), even, acc[a + q]);
-        acc[4 + a + q] = _mm256_fmadd_ps(_mm256_loadu_ps(xr + 64 + 8 * q), odd, acc[4 + a + q]);
-      }
+    for (int64_t k0 = 0; k0 < wt.K; k0 += 2 * kChunk) {
+      if (!chunk<0>(t, m, wr, tables, k0, acc)) return false;
+      if (k0 + kChunk < wt.K && !chunk<1>(t, m, wr, tables, k0 + kChunk, acc)) return false;
     }
     alignas(32) float p[kLanes64];
     for (int a = 0; a < 8; ++a) _mm256_store_ps(p + 8 * a, acc[a]);

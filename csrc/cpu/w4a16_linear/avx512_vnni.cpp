@@ -37,30 +37,28 @@ inline __m512i chunk_bytes(const Weight& wt, const uint8_t* wr, int64_t k0) {
   return _mm512_cvtepu8_epi32(b);
 }
 
-// The group table for chunk k0, rebuilt when the chunk starts a new group.
-class Tables {
- public:
-  Tables(const Weight& wt, int64_t n) : wt_(wt), n_(n) {}
-  bool at(int64_t k0, __m512* table) {
-    const int64_t g = k0 / wt_.group;
-    if (g != group_) {
-      int32_t z;
-      if (!zero_point(wt_, n_, g, &z)) return false;
-      table_ = group_table(z, wt_.w_scale[n_ * wt_.G + g]);
-      group_ = g;
+using Tables = GroupTables<__m512, group_table>;
+
+struct Avx512Kernel {
+  // Chunk k0 of parity A (= (k0 / 32) % 2, known at compile time so that the
+  // accumulators stay in registers) for mr activation rows.
+  template <int mr, int A>
+  static bool chunk(const Tile& t, int64_t m, const uint8_t* wr, Tables& tables, int64_t k0, __m512 (&acc)[mr][4]) {
+    const __m512* table;
+    if (!tables.at(k0, &table)) return false;
+    const __m512i u = chunk_bytes(t.wt, wr, k0);
+    const __m512 w_even = _mm512_permutexvar_ps(u, *table);
+    const __m512 w_odd = _mm512_permutexvar_ps(_mm512_srli_epi32(u, 4), *table);
+    const float* xblock = t.xb + (k0 / kBlock * t.M + m) * kBlock + 16 * (k0 % kBlock / kChunk);
+#pragma GCC unroll 4
+    for (int i = 0; i < mr; ++i) {
+      const float* xr = xblock + i * kBlock;
+      acc[i][A] = _mm512_fmadd_ps(_mm512_loadu_ps(xr), w_even, acc[i][A]);
+      acc[i][2 + A] = _mm512_fmadd_ps(_mm512_loadu_ps(xr + 64), w_odd, acc[i][2 + A]);
     }
-    *table = table_;
     return true;
   }
 
- private:
-  const Weight& wt_;
-  int64_t n_;
-  int64_t group_ = -1;
-  __m512 table_ = _mm512_setzero_ps();
-};
-
-struct Avx512Kernel {
   template <int mr>
   static bool run(const Tile& t, int64_t m, int64_t n) {
     const Weight& wt = t.wt;
@@ -71,21 +69,9 @@ struct Avx512Kernel {
     for (int i = 0; i < mr; ++i)
 #pragma GCC unroll 4
       for (int a = 0; a < 4; ++a) acc[i][a] = _mm512_setzero_ps();
-    for (int64_t k0 = 0; k0 < wt.K; k0 += kChunk) {
-      __m512 table;
-      if (!tables.at(k0, &table)) return false;
-      const int64_t b = k0 / kBlock, c = k0 % kBlock / kChunk;
-      const __m512i u = chunk_bytes(wt, wr, k0);
-      const __m512 w_even = _mm512_permutexvar_ps(u, table);
-      const __m512 w_odd = _mm512_permutexvar_ps(_mm512_srli_epi32(u, 4), table);
-      const float* xblock = t.xb + (b * t.M + m) * kBlock + 16 * c;
-      const int a = static_cast<int>(c % 2);
-#pragma GCC unroll 4
-      for (int i = 0; i < mr; ++i) {
-        const float* xr = xblock + i * kBlock;
-        acc[i][a] = _mm512_fmadd_ps(_mm512_loadu_ps(xr), w_even, acc[i][a]);
-        acc[i][2 + a] = _mm512_fmadd_ps(_mm512_loadu_ps(xr + 64), w_odd, acc[i][2 + a]);
-      }
+    for (int64_t k0 = 0; k0 < wt.K; k0 += 2 * kChunk) {
+      if (!chunk<mr, 0>(t, m, wr, tables, k0, acc)) return false;
+      if (k0 + kChunk < wt.K && !chunk<mr, 1>(t, m, wr, tables, k0 + kChunk, acc)) return false;
     }
     for (int i = 0; i < mr; ++i) {
       alignas(64) float p[kLanes64];
@@ -109,11 +95,11 @@ bool dequant_avx512(const Rows& r) {
     Tables tables(wt, n);
     int64_t k0 = 0;
     for (; k0 + kChunk <= wt.K; k0 += kChunk) {
-      __m512 table;
+      const __m512* table;
       if (!tables.at(k0, &table)) return false;
       const __m512i u = chunk_bytes(wt, wr, k0);
-      const __m512i even = _mm512_castps_si512(_mm512_permutexvar_ps(u, table));
-      const __m512i odd = _mm512_castps_si512(_mm512_permutexvar_ps(_mm512_srli_epi32(u, 4), table));
+      const __m512i even = _mm512_castps_si512(_mm512_permutexvar_ps(u, *table));
+      const __m512i odd = _mm512_castps_si512(_mm512_permutexvar_ps(_mm512_srli_epi32(u, 4), *table));
       // 32-bit lane j = bf16 of k0 + 2j (low half) and k0 + 2j + 1 (high half): natural order in memory.
       const __m512i pairs = _mm512_or_si512(_mm512_srli_epi32(even, 16), _mm512_and_si512(odd, high_half));
       _mm512_storeu_si512(out + k0, pairs);

@@ -83,6 +83,33 @@ inline float finish_output(const float* p, const float* bias, int64_t n) {
   return bias != nullptr ? v + bias[n] : v;
 }
 
+// The dequantization table of each chunk's group, rebuilt when a chunk starts
+// a new group (chunks visited in increasing k0; no division per chunk).
+// kBuild(z, s) makes a table for zero point z and scale s.
+template <class Table, Table (*kBuild)(int32_t, float)>
+class GroupTables {
+ public:
+  GroupTables(const Weight& wt, int64_t n) : wt_(wt), n_(n) {}
+  // Points *table at chunk k0's table; false when its zero point is outside 0..15.
+  bool at(int64_t k0, const Table** table) {
+    if (k0 >= next_) {
+      const int64_t g = k0 / wt_.group;
+      int32_t z;
+      if (!zero_point(wt_, n_, g, &z)) return false;
+      table_ = kBuild(z, wt_.w_scale[n_ * wt_.G + g]);
+      next_ = (g + 1) * wt_.group;
+    }
+    *table = &table_;
+    return true;
+  }
+
+ private:
+  const Weight& wt_;
+  int64_t n_;
+  int64_t next_ = 0;
+  Table table_{};
+};
+
 // Runs Kernel::run<mr> for 1 <= mr <= MR rows.
 template <int MR, typename Kernel>
 inline bool run_rows(int64_t mr, const Tile& t, int64_t m, int64_t n) {

@@ -1,6 +1,7 @@
 """CPU kernels in slimops._C (AVX-512 VNNI, AVX2 or scalar, chosen at run time)."""
 
 import math
+import threading
 
 import torch
 
@@ -110,7 +111,7 @@ def w4a8_linear(x, w_packed, w_scale, w_zero_point, group_size, bias):
 # From this many activation rows on, w4a16_linear dequantizes the weight once to
 # bf16 and runs torch's (oneDNN's) bf16 GEMM; below, its own kernel streams the
 # packed weight once and decodes it in registers (measured crossover, README).
-W4A16_GEMM_MIN_ROWS = 16
+W4A16_GEMM_MIN_ROWS = 4
 
 
 def _int4_weight_args(w_packed, w_scale, w_zero_point):
@@ -119,11 +120,27 @@ def _int4_weight_args(w_packed, w_scale, w_zero_point):
     return w_scale, zero
 
 
-def w4a16_dequantize_bf16(w_packed, w_scale, w_zero_point, group_size, k):
-    """The bf16 [N, K] weight of the CPU W4A16 path: bf16((u - z) * s)."""
+_scratch = threading.local()
+
+
+def _bf16_scratch(n, k):
+    """This thread's reusable bf16 buffer, viewed as [n, k]. A fresh tensor of
+    tens of MiB per call costs more in page faults (torch's CPU allocator hands
+    large blocks back to the OS) than the GEMM that reads it; the buffer keeps
+    the size of the largest weight dequantized so far."""
+    buf = getattr(_scratch, "w4a16", None)
+    if buf is None or buf.numel() < n * k:
+        buf = _scratch.w4a16 = torch.empty(n * k, dtype=torch.bfloat16)
+    return buf[: n * k].view(n, k)
+
+
+def w4a16_dequantize_bf16(w_packed, w_scale, w_zero_point, group_size, k, out=None):
+    """The bf16 [N, K] weight of the CPU W4A16 path, bf16((u - z) * s), into
+    out (a new tensor when None)."""
     n = w_packed.shape[0]
     w_scale, zero = _int4_weight_args(w_packed, w_scale, w_zero_point)
-    out = torch.empty((n, k), dtype=torch.bfloat16)
+    if out is None:
+        out = torch.empty((n, k), dtype=torch.bfloat16)
     _C.w4a16_dequantize_bf16_cpu(w_packed.data_ptr(), n, k, w_scale.data_ptr(),
                                  0 if isinstance(zero, int) else zero.data_ptr(), group_size, out.data_ptr(),
                                  torch.get_num_threads())
@@ -136,7 +153,7 @@ def w4a16_linear(x, w_packed, w_scale, w_zero_point, group_size, bias):
     x2 = as_rows(x)
     bias = _bias_f32(bias)
     if x2.shape[0] >= W4A16_GEMM_MIN_ROWS:
-        w = w4a16_dequantize_bf16(w_packed, w_scale, w_zero_point, group_size, k)
+        w = w4a16_dequantize_bf16(w_packed, w_scale, w_zero_point, group_size, k, _bf16_scratch(n, k))
         y = torch.nn.functional.linear(x2.to(torch.bfloat16), w).float()
         if bias is not None:
             y += bias
