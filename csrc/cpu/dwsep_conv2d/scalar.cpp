@@ -34,7 +34,10 @@ struct Scalar {
   static V times_pow2(V p, V n) {
     int32_t bits;
     std::memcpy(&bits, &p, sizeof bits);
-    bits += static_cast<int32_t>(n) * (1 << 23);
+    // A NaN n (from a NaN input, so p is NaN too) adds 0, as the SIMD paths' conversion to
+    // 0x80000000 shifted left by 23 does; converting NaN to an integer is undefined in C++.
+    const int32_t e = n == n ? static_cast<int32_t>(n) : 0;
+    bits = static_cast<int32_t>(static_cast<uint32_t>(bits) + (static_cast<uint32_t>(e) << 23));
     std::memcpy(&p, &bits, sizeof p);
     return p;
   }

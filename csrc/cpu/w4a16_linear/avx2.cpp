@@ -66,7 +66,7 @@ struct Avx2Kernel {
   // Chunk k0 of parity A (= (k0 / 32) % 2, known at compile time so that the
   // accumulators stay in registers).
   template <int A>
-  static bool chunk(const Tile& t, int64_t m, const uint8_t* wr, Tables& tables, int64_t k0, __m256 (&acc)[8]) {
+  [[gnu::always_inline]] static bool chunk(const Tile& t, int64_t m, const uint8_t* wr, Tables& tables, int64_t k0, __m256 (&acc)[8]) {
     const Table* table;
     if (!tables.at(k0, &table)) return false;
     uint8_t tail[16];
@@ -90,10 +90,13 @@ struct Avx2Kernel {
     Tables tables(wt, n);
     __m256 acc[8];
     for (auto& a : acc) a = _mm256_setzero_ps();
+    // No early return on a bad zero point: one exit keeps the accumulators in registers.
+    bool ok = true;
     for (int64_t k0 = 0; k0 < wt.K; k0 += 2 * kChunk) {
-      if (!chunk<0>(t, m, wr, tables, k0, acc)) return false;
-      if (k0 + kChunk < wt.K && !chunk<1>(t, m, wr, tables, k0 + kChunk, acc)) return false;
+      ok &= chunk<0>(t, m, wr, tables, k0, acc);
+      if (k0 + kChunk < wt.K) ok &= chunk<1>(t, m, wr, tables, k0 + kChunk, acc);
     }
+    if (!ok) return false;
     alignas(32) float p[kLanes64];
     for (int a = 0; a < 8; ++a) _mm256_store_ps(p + 8 * a, acc[a]);
     t.y[m * t.N + n] = finish_output(p, t.bias, n);

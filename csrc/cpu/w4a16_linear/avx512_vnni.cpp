@@ -43,7 +43,7 @@ struct Avx512Kernel {
   // Chunk k0 of parity A (= (k0 / 32) % 2, known at compile time so that the
   // accumulators stay in registers) for mr activation rows.
   template <int mr, int A>
-  static bool chunk(const Tile& t, int64_t m, const uint8_t* wr, Tables& tables, int64_t k0, __m512 (&acc)[mr][4]) {
+  [[gnu::always_inline]] static bool chunk(const Tile& t, int64_t m, const uint8_t* wr, Tables& tables, int64_t k0, __m512 (&acc)[mr][4]) {
     const __m512* table;
     if (!tables.at(k0, &table)) return false;
     const __m512i u = chunk_bytes(t.wt, wr, k0);
@@ -69,10 +69,13 @@ struct Avx512Kernel {
     for (int i = 0; i < mr; ++i)
 #pragma GCC unroll 4
       for (int a = 0; a < 4; ++a) acc[i][a] = _mm512_setzero_ps();
+    // No early return on a bad zero point: one exit keeps the accumulators in registers.
+    bool ok = true;
     for (int64_t k0 = 0; k0 < wt.K; k0 += 2 * kChunk) {
-      if (!chunk<mr, 0>(t, m, wr, tables, k0, acc)) return false;
-      if (k0 + kChunk < wt.K && !chunk<mr, 1>(t, m, wr, tables, k0 + kChunk, acc)) return false;
+      ok &= chunk<mr, 0>(t, m, wr, tables, k0, acc);
+      if (k0 + kChunk < wt.K) ok &= chunk<mr, 1>(t, m, wr, tables, k0 + kChunk, acc);
     }
+    if (!ok) return false;
     for (int i = 0; i < mr; ++i) {
       alignas(64) float p[kLanes64];
       for (int a = 0; a < 4; ++a) _mm512_store_ps(p + 16 * a, acc[i][a]);

@@ -91,7 +91,7 @@ class GroupTables {
  public:
   GroupTables(const Weight& wt, int64_t n) : wt_(wt), n_(n) {}
   // Points *table at chunk k0's table; false when its zero point is outside 0..15.
-  bool at(int64_t k0, const Table** table) {
+  [[gnu::always_inline]] bool at(int64_t k0, const Table** table) {
     if (k0 >= next_) {
       const int64_t g = k0 / wt_.group;
       int32_t z;
