@@ -12,6 +12,7 @@ import torch
 from slimops import _C
 
 ALL_CPU_ISAS = ("scalar", "avx2", "avx512_vnni")
+SUPPORTED_CPU_ISAS = [isa for isa in ALL_CPU_ISAS if _C.cpu_supports(isa)]
 
 # Unit roundoff per dtype: the one tolerance table of the test suite.
 ROUNDOFF = {torch.float32: 2.0**-24, torch.float16: 2.0**-11, torch.bfloat16: 2.0**-8}
@@ -32,6 +33,31 @@ def cpu_isa(request):
     _C.set_cpu_isa(isa)
     yield isa
     _C.set_cpu_isa(previous)
+
+
+def outputs_on_every_isa(fn):
+    """{isa: fn()} for every CPU code path this machine supports; the active path is restored."""
+    previous = _C.cpu_isa()
+    outs = {}
+    try:
+        for isa in SUPPORTED_CPU_ISAS:
+            _C.set_cpu_isa(isa)
+            outs[isa] = fn()
+    finally:
+        _C.set_cpu_isa(previous)
+    return outs
+
+
+def outputs_on_one_and_many_threads(fn):
+    """(fn() on 1 thread, fn() on max(3, current) threads); the thread count is restored."""
+    previous = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = fn()
+        torch.set_num_threads(max(3, previous))
+        return one, fn()
+    finally:
+        torch.set_num_threads(previous)
 
 
 def to_numpy(t: torch.Tensor) -> np.ndarray:

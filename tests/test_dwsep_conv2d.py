@@ -12,11 +12,17 @@ import slimops
 from slimops import reference as ref
 from slimops.backends import fallback
 
-from conftest import ALL_CPU_ISAS, ROUNDOFF, assert_within_bound, to_numpy
+from conftest import (
+    ROUNDOFF,
+    SUPPORTED_CPU_ISAS,
+    assert_within_bound,
+    outputs_on_every_isa,
+    outputs_on_one_and_many_threads,
+    to_numpy,
+)
 
 op = torch.ops.slimops.dwsep_conv2d
 ACTS = ("none", "relu", "relu6", "silu", "hardswish")
-SUPPORTED_ISAS = [isa for isa in ALL_CPU_ISAS if slimops._C.cpu_supports(isa)]
 
 
 def make_inputs(b, c, h, w, o, k, *, kw=None, dtype=torch.float32, bias=True, channels_last=True, seed=0):
@@ -97,7 +103,7 @@ def test_input_smaller_than_the_kernel(cpu_isa):
     b=st.integers(1, 2), c=st.integers(1, 40), o=st.integers(1, 40), h=st.integers(1, 12), w=st.integers(1, 12),
     k=st.sampled_from([1, 3, 5, 7]), stride=st.integers(1, 2), dilation=st.integers(1, 2),
     pads=st.tuples(*[st.integers(0, 3)] * 4), act1=st.sampled_from(ACTS), act2=st.sampled_from(ACTS),
-    channels_last=st.booleans(), bias=st.booleans(), isa=st.sampled_from(SUPPORTED_ISAS),
+    channels_last=st.booleans(), bias=st.booleans(), isa=st.sampled_from(SUPPORTED_CPU_ISAS),
 )
 def test_hypothesis_against_reference(b, c, o, h, w, k, stride, dilation, pads, act1, act2, channels_last, bias, isa):
     span = dilation * (k - 1) + 1
@@ -115,45 +121,24 @@ def test_hypothesis_against_reference(b, c, o, h, w, k, stride, dilation, pads, 
 @pytest.mark.parametrize("shape", [(1, 37, 9, 10, 45, 3), (2, 96, 14, 14, 24, 3), (1, 64, 7, 7, 320, 5)])
 def test_every_isa_gives_the_same_bits(shape):
     args = make_inputs(*shape)
-    outs = {}
-    previous = slimops.cpu_isa()
-    try:
-        for isa in SUPPORTED_ISAS:
-            slimops.set_cpu_isa(isa)
-            for act in ACTS:
-                outs[isa, act] = op(*args, [1, 1], [1, 1, 1, 1], [1, 1], act, act, False)
-    finally:
-        slimops.set_cpu_isa(previous)
-    for (isa, act), y in outs.items():
-        assert torch.equal(y, outs[SUPPORTED_ISAS[0], act]), (isa, act)
+    for act in ACTS:
+        outs = outputs_on_every_isa(lambda: op(*args, [1, 1], [1, 1, 1, 1], [1, 1], act, act, False))
+        first = next(iter(outs.values()))
+        for isa, y in outs.items():
+            assert torch.equal(y, first), (isa, act)
 
 
 def test_small_image_with_a_large_1x1_weight(cpu_isa):
     # A 1x1 weight beyond 512 KiB on a small image: one thread runs each image's tile fused; three threads take the
     # shared-tile path (depthwise first, then the 1x1 split over output channels). Same float order, same bits.
     args = make_inputs(2, 520, 5, 6, 300, 3)
-    previous = torch.get_num_threads()
-    try:
-        outs = []
-        for threads in (1, 3):
-            torch.set_num_threads(threads)
-            outs.append(check(*args, act1="silu", act2="relu6"))
-    finally:
-        torch.set_num_threads(previous)
-    assert torch.equal(*outs)
+    assert torch.equal(*outputs_on_one_and_many_threads(lambda: check(*args, act1="silu", act2="relu6")))
 
 
 def test_thread_count_does_not_change_results(cpu_isa):
     args = make_inputs(2, 48, 20, 20, 40, 3)
-    previous = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
-        one = op(*args, [2, 2], [1, 1, 1, 1], [1, 1], "silu", "none", False)
-        torch.set_num_threads(max(3, previous))
-        many = op(*args, [2, 2], [1, 1, 1, 1], [1, 1], "silu", "none", False)
-    finally:
-        torch.set_num_threads(previous)
-    assert torch.equal(one, many)
+    assert torch.equal(*outputs_on_one_and_many_threads(lambda: op(*args, [2, 2], [1, 1, 1, 1], [1, 1], "silu", "none",
+                                                                     False)))
 
 
 def test_nan_and_inf_propagate(cpu_isa):

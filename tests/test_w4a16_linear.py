@@ -13,11 +13,17 @@ import slimops
 from slimops import reference as ref
 from slimops.backends import cpu, fallback
 
-from conftest import ABS_FLOOR, ALL_CPU_ISAS, ROUNDOFF, assert_within_bound, to_numpy
+from conftest import (
+    ABS_FLOOR,
+    ROUNDOFF,
+    assert_within_bound,
+    outputs_on_every_isa,
+    outputs_on_one_and_many_threads,
+    to_numpy,
+)
 
 op = torch.ops.slimops.w4a16_linear
 GEMM_ROWS = cpu.W4A16_GEMM_MIN_ROWS
-SUPPORTED_ISAS = [isa for isa in ALL_CPU_ISAS if slimops._C.cpu_supports(isa)]
 
 
 def make_inputs(m, k, n, *, group_size=32, symmetric=True, dtype=torch.float32, bias=True, seed=0):
@@ -102,14 +108,7 @@ def test_dequantized_weight_is_the_reference_bit_for_bit(cpu_isa):
 @pytest.mark.parametrize("k,group_size,symmetric", [(384, 128, True), (256, 32, False), (200, -1, False)])
 def test_every_isa_gives_the_same_bits(m, k, group_size, symmetric):
     args = make_inputs(m, k, 45, group_size=group_size, symmetric=symmetric)
-    outs = {}
-    previous = slimops.cpu_isa()
-    try:
-        for isa in SUPPORTED_ISAS:
-            slimops.set_cpu_isa(isa)
-            outs[isa] = op(*args)
-    finally:
-        slimops.set_cpu_isa(previous)
+    outs = outputs_on_every_isa(lambda: op(*args))
     first = next(iter(outs.values()))
     for isa, y in outs.items():
         assert torch.equal(y, first), isa
@@ -118,15 +117,7 @@ def test_every_isa_gives_the_same_bits(m, k, group_size, symmetric):
 @pytest.mark.parametrize("m", [1, 6])
 def test_thread_count_does_not_change_results(cpu_isa, m):
     args = make_inputs(m, 512, 1200, group_size=128, symmetric=False)
-    previous = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
-        one = op(*args)
-        torch.set_num_threads(max(3, previous))
-        many = op(*args)
-    finally:
-        torch.set_num_threads(previous)
-    assert torch.equal(one, many)
+    assert torch.equal(*outputs_on_one_and_many_threads(lambda: op(*args)))
 
 
 def test_empty_sizes():

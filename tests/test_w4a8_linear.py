@@ -9,10 +9,16 @@ from slimops import reference as ref
 from slimops.backends import fallback
 from slimops.reference.w4a8_linear import w4a8_group_sums
 
-from conftest import ABS_FLOOR, ROUNDOFF, W4A8_FP32_ROUNDINGS_PLUS_GROUPS, assert_within_bound, to_numpy
+from conftest import (
+    ABS_FLOOR,
+    ROUNDOFF,
+    W4A8_FP32_ROUNDINGS_PLUS_GROUPS,
+    assert_within_bound,
+    outputs_on_every_isa,
+    to_numpy,
+)
 
 op = torch.ops.slimops.w4a8_linear
-SUPPORTED_ISAS = [isa for isa in ("scalar", "avx2", "avx512_vnni") if slimops._C.cpu_supports(isa)]
 
 
 def make_inputs(m, k, n, group_size=128, *, symmetric=True, dtype=torch.float32, bias=True, seed=0, lead=()):
@@ -114,14 +120,7 @@ def test_non_contiguous_activations(cpu_isa):
 @pytest.mark.parametrize("group_size,symmetric", [(128, True), (32, False), (-1, False)])
 def test_every_isa_gives_the_same_bits(m, group_size, symmetric):
     args = make_inputs(m, 384, 45, group_size, symmetric=symmetric)
-    outs = {}
-    previous = slimops.cpu_isa()
-    try:
-        for isa in SUPPORTED_ISAS:
-            slimops.set_cpu_isa(isa)
-            outs[isa] = op(*args)
-    finally:
-        slimops.set_cpu_isa(previous)
+    outs = outputs_on_every_isa(lambda: op(*args))
     first = next(iter(outs.values()))
     for isa, y in outs.items():
         assert torch.equal(y, first), isa

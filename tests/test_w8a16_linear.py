@@ -10,10 +10,10 @@ from slimops.backends import fallback
 
 from conftest import (
     ABS_FLOOR,
-    ALL_CPU_ISAS,
     ROUNDOFF,
     W8A16_FP32_ROUNDINGS_PLUS_LANE_STEPS,
     assert_within_bound,
+    outputs_on_every_isa,
     to_numpy,
 )
 
@@ -113,19 +113,8 @@ def test_nan_and_inf_rows_propagate(cpu_isa):
     check_against_reference(x[[0]], w, s, b)
 
 
-SUPPORTED_ISAS = [isa for isa in ALL_CPU_ISAS if slimops._C.cpu_supports(isa)]
-
-
 def run_on_every_isa(*args):
-    previous = slimops.cpu_isa()
-    outs = {}
-    try:
-        for isa in SUPPORTED_ISAS:
-            slimops.set_cpu_isa(isa)
-            outs[isa] = op(*args)
-    finally:
-        slimops.set_cpu_isa(previous)
-    return outs
+    return outputs_on_every_isa(lambda: op(*args))
 
 
 @pytest.mark.parametrize("m,k,n", [(1, 203, 45), (2, 64, 9), (3, 1000, 17), (19, 203, 45), (130, 129, 67)])
