@@ -144,6 +144,13 @@ def _dwsep_pairs(name, values, count, minimum):
         raise ValueError(f"slimops.dwsep_conv2d: {name} must be {count} integers >= {minimum}, got {list(values)}")
 
 
+def dwsep_output_size(h, w, kh, kw, stride, padding, dilation) -> tuple[int, int]:
+    """(Ho, Wo) of the depthwise convolution, as torch's conv2d computes them."""
+    ho = (h + padding[0] + padding[1] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
+    wo = (w + padding[2] + padding[3] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
+    return ho, wo
+
+
 def check_dwsep_conv2d(x, dw_weight, dw_bias, pw_weight, pw_bias, stride, padding, dilation, act1, act2, residual):
     """Checks of the fused depthwise-separable convolution; returns the output's
     spatial size (Ho, Wo)."""
@@ -180,8 +187,7 @@ def check_dwsep_conv2d(x, dw_weight, dw_bias, pw_weight, pw_bias, stride, paddin
         if act not in DWSEP_ACTIVATIONS:
             raise ValueError(f"slimops.{op}: {name}={act!r} is not one of {DWSEP_ACTIVATIONS}")
     kh, kw = dw_weight.shape[2:]
-    ho = (h + padding[0] + padding[1] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
-    wo = (w + padding[2] + padding[3] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
+    ho, wo = dwsep_output_size(h, w, kh, kw, stride, padding, dilation)
     if ho < 1 or wo < 1:
         raise ValueError(f"slimops.{op}: the padded input ({h + padding[0] + padding[1]}x"
                          f"{w + padding[2] + padding[3]}) is smaller than the dilated {kh}x{kw} kernel")

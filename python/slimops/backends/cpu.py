@@ -6,7 +6,7 @@ import threading
 import torch
 
 from .. import _C
-from .._checks import as_rows
+from .._checks import as_rows, dwsep_output_size
 
 
 def _rows_f32(x: torch.Tensor) -> torch.Tensor:
@@ -114,10 +114,9 @@ def w4a8_linear(x, w_packed, w_scale, w_zero_point, group_size, bias):
 W4A16_GEMM_MIN_ROWS = 4
 
 
-def _int4_weight_args(w_packed, w_scale, w_zero_point):
-    w_scale = w_scale.contiguous()
-    zero = 0 if w_zero_point is None else w_zero_point.contiguous()
-    return w_scale, zero
+def _ptr(t):
+    """A tensor's data pointer for the native entry points, 0 for None."""
+    return 0 if t is None else t.data_ptr()
 
 
 _scratch = threading.local()
@@ -138,11 +137,11 @@ def w4a16_dequantize_bf16(w_packed, w_scale, w_zero_point, group_size, k, out=No
     """The bf16 [N, K] weight of the CPU W4A16 path, bf16((u - z) * s), into
     out (a new tensor when None)."""
     n = w_packed.shape[0]
-    w_scale, zero = _int4_weight_args(w_packed, w_scale, w_zero_point)
+    w_scale = w_scale.contiguous()
+    zero = None if w_zero_point is None else w_zero_point.contiguous()
     if out is None:
         out = torch.empty((n, k), dtype=torch.bfloat16)
-    _C.w4a16_dequantize_bf16_cpu(w_packed.data_ptr(), n, k, w_scale.data_ptr(),
-                                 0 if isinstance(zero, int) else zero.data_ptr(), group_size, out.data_ptr(),
+    _C.w4a16_dequantize_bf16_cpu(w_packed.data_ptr(), n, k, w_scale.data_ptr(), _ptr(zero), group_size, out.data_ptr(),
                                  torch.get_num_threads())
     return out
 
@@ -160,21 +159,10 @@ def w4a16_linear(x, w_packed, w_scale, w_zero_point, group_size, bias):
         return _as_output(y, x)
     x2 = x2 if x2.dtype == torch.float32 else x2.float()
     y = torch.empty((x2.shape[0], n), dtype=torch.float32)
-    w_scale, zero = _int4_weight_args(w_packed, w_scale, w_zero_point)
-    _C.w4a16_linear_cpu(
-        x2.data_ptr(),
-        x2.shape[0],
-        k,
-        x2.stride(0),
-        w_packed.data_ptr(),
-        n,
-        w_scale.data_ptr(),
-        0 if isinstance(zero, int) else zero.data_ptr(),
-        group_size,
-        0 if bias is None else bias.data_ptr(),
-        y.data_ptr(),
-        torch.get_num_threads(),
-    )
+    w_scale = w_scale.contiguous()
+    zero = None if w_zero_point is None else w_zero_point.contiguous()
+    _C.w4a16_linear_cpu(x2.data_ptr(), x2.shape[0], k, x2.stride(0), w_packed.data_ptr(), n, w_scale.data_ptr(),
+                        _ptr(zero), group_size, _ptr(bias), y.data_ptr(), torch.get_num_threads())
     return _as_output(y, x)
 
 
@@ -186,16 +174,15 @@ def dwsep_conv2d(x, dw_weight, dw_bias, pw_weight, pw_bias, stride, padding, dil
     (the op returns the output in x's format)."""
     b, c, h, w = x.shape
     o, kh, kw = pw_weight.shape[0], dw_weight.shape[2], dw_weight.shape[3]
-    ho = (h + padding[0] + padding[1] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
-    wo = (w + padding[2] + padding[3] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
+    ho, wo = dwsep_output_size(h, w, kh, kw, stride, padding, dilation)
     xl = x.contiguous(memory_format=torch.channels_last)
     dw_weight, pw_weight = dw_weight.contiguous(), pw_weight.contiguous()
     dw_bias = None if dw_bias is None else dw_bias.contiguous()
     pw_bias = None if pw_bias is None else pw_bias.contiguous()
     y = torch.empty((b, o, ho, wo), dtype=torch.float32, memory_format=torch.channels_last)
     _C.dwsep_conv2d_cpu(
-        xl.data_ptr(), dw_weight.data_ptr(), 0 if dw_bias is None else dw_bias.data_ptr(), pw_weight.data_ptr(),
-        0 if pw_bias is None else pw_bias.data_ptr(), y.data_ptr(), b, h, w, c, o, ho, wo, kh, kw,
+        xl.data_ptr(), dw_weight.data_ptr(), _ptr(dw_bias), pw_weight.data_ptr(), _ptr(pw_bias), y.data_ptr(),
+        b, h, w, c, o, ho, wo, kh, kw,
         stride[0], stride[1], padding[0], padding[2], dilation[0], dilation[1],
         _ACTIVATION_CODES[act1], _ACTIVATION_CODES[act2], residual, torch.get_num_threads(),
     )
