@@ -1,5 +1,6 @@
 """Packed weight formats: plain data with a versioned, validated layout."""
 
 from .quantized import QuantizedWeight
+from .sparse import BSRWeight, CSRWeight, NMWeight
 
-__all__ = ["QuantizedWeight"]
+__all__ = ["BSRWeight", "CSRWeight", "NMWeight", "QuantizedWeight"]

@@ -15,15 +15,19 @@ from .quant import (
     quantize_per_token,
     unpack_int4,
 )
+from .sparse_linear import bsr_linear, csr_linear, nm_linear
 from .w4a8_linear import w4a8_linear
 from .w4a16_linear import w4a16_linear
 from .w8a16_linear import w8a16_linear
 
 __all__ = [
+    "bsr_linear",
+    "csr_linear",
     "dequantize",
     "dwsep_conv2d",
     "int8_linear",
     "int8_matmul",
+    "nm_linear",
     "pack_int4",
     "quantization_params",
     "quantize",
