@@ -7,15 +7,17 @@ Importing slimops registers its ops as ``torch.ops.slimops.*``:
   w4a8_linear(x, w_packed, w_scale, w_zero_point, group_size, bias=None)   W4A8 linear
   w4a16_linear(x, w_packed, w_scale, w_zero_point, group_size, bias=None)  W4A16 linear
 NumPy references live in ``slimops.reference``; drop-in modules in ``slimops.nn``;
-GPTQ (quantization against calibration inputs) in ``slimops.gptq``.
+GPTQ (quantization against calibration inputs) in ``slimops.gptq``; magnitude pruning
+(masks, PolynomialDecay, Pruner) in ``slimops.prune``; sparse weight formats in ``slimops.formats``.
 """
 
 import os
 
-from . import _C, _ops, nn, reference
+from . import _C, _ops, nn, prune, reference
 from .formats import QuantizedWeight
 from .gptq import collect_hessians, gptq_quantize
 from .nn import DWSepConfig, DWSepConv2d, QuantConfig, convert, fold_bn, to_float
+from .prune import PolynomialDecay, Pruner
 from .quantization import quantize
 
 __version__ = "0.1.0"
@@ -42,5 +44,6 @@ def _check_isa_env() -> None:
 
 _check_isa_env()
 
-__all__ = ["DWSepConfig", "DWSepConv2d", "QuantConfig", "QuantizedWeight", "collect_hessians", "convert", "cpu_isa", "fold_bn",
-           "gptq_quantize", "nn", "quantize", "reference", "set_cpu_isa", "to_float"]
+__all__ = ["DWSepConfig", "DWSepConv2d", "PolynomialDecay", "Pruner", "QuantConfig", "QuantizedWeight",
+           "collect_hessians", "convert", "cpu_isa", "fold_bn", "gptq_quantize", "nn", "prune", "quantize", "reference",
+           "set_cpu_isa", "to_float"]
