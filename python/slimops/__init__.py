@@ -6,6 +6,8 @@ Importing slimops registers its ops as ``torch.ops.slimops.*``:
   w8a16_linear(x, w_int8, w_scale, bias=None)                  W8A16 linear
   w4a8_linear(x, w_packed, w_scale, w_zero_point, group_size, bias=None)   W4A8 linear
   w4a16_linear(x, w_packed, w_scale, w_zero_point, group_size, bias=None)  W4A16 linear
+  dwsep_conv2d(x, dw_weight, dw_bias, pw_weight, pw_bias, stride, padding, dilation, act1, act2, residual)
+                                                               fused depthwise -> act -> 1x1 -> act (+ x)
 NumPy references live in ``slimops.reference``; drop-in modules in ``slimops.nn``;
 GPTQ (quantization against calibration inputs) in ``slimops.gptq``; magnitude pruning
 (masks, PolynomialDecay, Pruner) in ``slimops.prune``; sparse weight formats in ``slimops.formats``.
