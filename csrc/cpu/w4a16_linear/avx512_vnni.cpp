@@ -9,6 +9,8 @@
 // zmm 2h + c%2 holds lanes [16 (2h + c%2), +16) of the float order.
 #include <immintrin.h>
 
+#include <utility>
+
 #include "kernels.h"
 
 namespace slimops {
@@ -39,24 +41,40 @@ inline __m512i chunk_bytes(const Weight& wt, const uint8_t* wr, int64_t k0) {
 
 using Tables = GroupTables<__m512, group_table>;
 
+// The accumulators of mr activation rows are indexed only by template
+// parameters (index_sequence, no loops over rows): GCC keeps an array in
+// registers only when every index is a constant before unrolling.
 struct Avx512Kernel {
-  // Chunk k0 of parity A (= (k0 / 32) % 2, known at compile time so that the
-  // accumulators stay in registers) for mr activation rows.
+  template <int A, size_t... I>
+  [[gnu::always_inline]] static void fma_rows(const float* xblock, __m512 w_even, __m512 w_odd,
+                                              __m512 (&acc)[sizeof...(I)][4], std::index_sequence<I...>) {
+    ((acc[I][A] = _mm512_fmadd_ps(_mm512_loadu_ps(xblock + I * kBlock), w_even, acc[I][A]),
+      acc[I][2 + A] = _mm512_fmadd_ps(_mm512_loadu_ps(xblock + I * kBlock + 64), w_odd, acc[I][2 + A])),
+     ...);
+  }
+
+  // Chunk k0 of parity A (= (k0 / 32) % 2, known at compile time) for mr activation rows.
   template <int mr, int A>
-  [[gnu::always_inline]] static bool chunk(const Tile& t, int64_t m, const uint8_t* wr, Tables& tables, int64_t k0, __m512 (&acc)[mr][4]) {
+  [[gnu::always_inline]] static bool chunk(const Tile& t, int64_t m, const uint8_t* wr, Tables& tables, int64_t k0,
+                                           __m512 (&acc)[mr][4]) {
     const __m512* table;
     if (!tables.at(k0, &table)) return false;
     const __m512i u = chunk_bytes(t.wt, wr, k0);
     const __m512 w_even = _mm512_permutexvar_ps(u, *table);
     const __m512 w_odd = _mm512_permutexvar_ps(_mm512_srli_epi32(u, 4), *table);
     const float* xblock = t.xb + (k0 / kBlock * t.M + m) * kBlock + 16 * (k0 % kBlock / kChunk);
-#pragma GCC unroll 4
-    for (int i = 0; i < mr; ++i) {
-      const float* xr = xblock + i * kBlock;
-      acc[i][A] = _mm512_fmadd_ps(_mm512_loadu_ps(xr), w_even, acc[i][A]);
-      acc[i][2 + A] = _mm512_fmadd_ps(_mm512_loadu_ps(xr + 64), w_odd, acc[i][2 + A]);
-    }
+    fma_rows<A>(xblock, w_even, w_odd, acc, std::make_index_sequence<mr>());
     return true;
+  }
+
+  template <size_t... I>
+  static void finish_rows(const Tile& t, int64_t m, int64_t n, const __m512 (&acc)[sizeof...(I)][4],
+                          std::index_sequence<I...>) {
+    alignas(64) float p[sizeof...(I)][kLanes64];
+    ((_mm512_store_ps(p[I], acc[I][0]), _mm512_store_ps(p[I] + 16, acc[I][1]), _mm512_store_ps(p[I] + 32, acc[I][2]),
+      _mm512_store_ps(p[I] + 48, acc[I][3])),
+     ...);
+    ((t.y[(m + I) * t.N + n] = finish_output(p[I], t.bias, n)), ...);
   }
 
   template <int mr>
@@ -64,11 +82,7 @@ struct Avx512Kernel {
     const Weight& wt = t.wt;
     const uint8_t* wr = wt.w + n * wt.Kh;
     Tables tables(wt, n);
-    __m512 acc[mr][4];
-#pragma GCC unroll 4
-    for (int i = 0; i < mr; ++i)
-#pragma GCC unroll 4
-      for (int a = 0; a < 4; ++a) acc[i][a] = _mm512_setzero_ps();
+    __m512 acc[mr][4] = {};
     // No early return on a bad zero point: one exit keeps the accumulators in registers.
     bool ok = true;
     for (int64_t k0 = 0; k0 < wt.K; k0 += 2 * kChunk) {
@@ -76,11 +90,7 @@ struct Avx512Kernel {
       if (k0 + kChunk < wt.K) ok &= chunk<mr, 1>(t, m, wr, tables, k0 + kChunk, acc);
     }
     if (!ok) return false;
-    for (int i = 0; i < mr; ++i) {
-      alignas(64) float p[kLanes64];
-      for (int a = 0; a < 4; ++a) _mm512_store_ps(p + 16 * a, acc[i][a]);
-      t.y[(m + i) * t.N + n] = finish_output(p, t.bias, n);
-    }
+    finish_rows(t, m, n, acc, std::make_index_sequence<mr>());
     return true;
   }
 };

@@ -111,7 +111,7 @@ def w4a8_linear(x, w_packed, w_scale, w_zero_point, group_size, bias):
 # From this many activation rows on, w4a16_linear dequantizes the weight once to
 # bf16 and runs torch's (oneDNN's) bf16 GEMM; below, its own kernel streams the
 # packed weight once and decodes it in registers (measured crossover, README).
-W4A16_GEMM_MIN_ROWS = 4
+W4A16_GEMM_MIN_ROWS = 6
 
 
 def _ptr(t):
