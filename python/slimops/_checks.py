@@ -201,3 +201,103 @@ def is_channels_last(x: torch.Tensor) -> bool:
     """Whether x is laid out NHWC (and not also plain NCHW, as when H = W = 1):
     the fused convolution returns its output in the input's memory format."""
     return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+
+
+# ---- sparse linear ops (the arrays of slimops.formats.sparse, layout version 1) ----
+# These checks read metadata only. Whether the indices are sorted and in range is
+# data, checked once by the format classes when a weight is built or loaded; the
+# plain-torch implementations index in ways that raise rather than read out of bounds.
+SPARSE_VALUE_DTYPES = FLOAT_DTYPES + (torch.int8,)
+SPARSE_PTR_DTYPES = (torch.int32, torch.int64)
+SPARSE_IDX_DTYPES = (torch.int16, torch.int32)
+NM_GROUP_SIZES = (4, 8)
+
+
+def _check_array(op, name, t, dtypes, shape) -> None:
+    """t is a contiguous tensor of one of dtypes with exactly this shape."""
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"slimops.{op}: {name} must be a tensor, got {type(t).__name__}")
+    if t.dtype not in dtypes or tuple(t.shape) != tuple(shape):
+        allowed = "/".join(str(d).removeprefix("torch.") for d in dtypes)
+        raise ValueError(f"slimops.{op}: {name} must be {allowed} {tuple(shape)}, got {t.dtype} {tuple(t.shape)}")
+    if not t.is_contiguous():
+        raise ValueError(f"slimops.{op}: {name} must be contiguous (kernels read it as a flat array)")
+
+
+def _check_sparse_common(op, x, values, scale, n, bias, **indices) -> None:
+    """x, placement, the int8 values <-> scale pairing and the bias of every sparse op."""
+    check_activation(op, x)
+    if not isinstance(values, torch.Tensor):
+        raise TypeError(f"slimops.{op}: values must be a tensor, got {type(values).__name__}")
+    check_placement(op, x, values=values, scale=scale, bias=bias, **indices)
+    if values.dtype not in SPARSE_VALUE_DTYPES:
+        raise TypeError(f"slimops.{op}: values must be float32, float16, bfloat16 or int8, got {values.dtype}")
+    if values.dtype == torch.int8:
+        if scale is None:
+            raise ValueError(f"slimops.{op}: int8 values need a float32 per-output-channel scale [N={n}]")
+        _check_array(op, "scale", scale, (torch.float32,), (n,))
+    elif scale is not None:
+        raise ValueError(f"slimops.{op}: {values.dtype} values take no scale (only int8 values do); pass None")
+    if bias is not None and (not bias.is_floating_point() or tuple(bias.shape) != (n,)):
+        raise ValueError(f"slimops.{op}: bias must be a float [N={n}] tensor, got {bias.dtype} {tuple(bias.shape)}")
+
+
+def _check_out_features(op, n) -> None:
+    if type(n) is not int or n < 0:
+        raise ValueError(f"slimops.{op}: n (the output features N) must be a non-negative int, got {n!r}")
+
+
+def _check_compressed_rows(op, ptr, idx, rows, ptr_name, idx_name) -> None:
+    _check_array(op, ptr_name, ptr, SPARSE_PTR_DTYPES, (rows + 1,))
+    if not isinstance(idx, torch.Tensor) or idx.dim() != 1:
+        raise ValueError(f"slimops.{op}: {idx_name} must be a 1-D tensor, got {getattr(idx, 'shape', type(idx))}")
+    _check_array(op, idx_name, idx, SPARSE_IDX_DTYPES, idx.shape)
+
+
+def check_csr_linear(x, row_ptr, col_idx, values, scale, n, bias) -> None:
+    op = "csr_linear"
+    _check_out_features(op, n)
+    _check_sparse_common(op, x, values, scale, n, bias, row_ptr=row_ptr, col_idx=col_idx)
+    _check_compressed_rows(op, row_ptr, col_idx, n, "row_ptr", "col_idx")
+    _check_array(op, "values", values, SPARSE_VALUE_DTYPES, col_idx.shape)
+
+
+def check_bsr_linear(x, block_row_ptr, block_col_idx, values, scale, n, bias) -> None:
+    """The block size (bn, bk) is values.shape[1:]."""
+    op = "bsr_linear"
+    _check_out_features(op, n)
+    _check_sparse_common(op, x, values, scale, n, bias, block_row_ptr=block_row_ptr, block_col_idx=block_col_idx)
+    if values.dim() != 3 or min(values.shape[1:]) < 1:
+        raise ValueError(f"slimops.{op}: values must be [nblocks, bn, bk] with bn, bk >= 1, got {tuple(values.shape)}")
+    bn, bk = values.shape[1:]
+    k = x.shape[-1]
+    if n % bn or k % bk:
+        raise ValueError(f"slimops.{op}: the block {bn}x{bk} (values.shape[1:]) does not divide N={n} x K={k}")
+    _check_compressed_rows(op, block_row_ptr, block_col_idx, n // bn, "block_row_ptr", "block_col_idx")
+    _check_array(op, "values", values, SPARSE_VALUE_DTYPES, (block_col_idx.numel(), bn, bk))
+
+
+def nm_packed_width(kept_per_row, pattern_m) -> int:
+    """Bytes per row of N:M indices: 2-bit positions (4 a byte) for m = 4, 4-bit (2 a byte) for m = 8."""
+    per_byte = 4 if pattern_m == 4 else 2
+    return -(-kept_per_row // per_byte)
+
+
+def check_nm_linear(x, values, indices, scale, pattern_n, pattern_m, bias) -> None:
+    """N (the output features) is values.shape[0]."""
+    op = "nm_linear"
+    if type(pattern_m) is not int or type(pattern_n) is not int or pattern_m not in NM_GROUP_SIZES \
+            or not 1 <= pattern_n < pattern_m:
+        raise ValueError(f"slimops.{op}: pattern {pattern_n}:{pattern_m} is not supported "
+                         f"(pattern_m in {NM_GROUP_SIZES}, 1 <= pattern_n < pattern_m)")
+    if not isinstance(values, torch.Tensor) or values.dim() != 2:
+        raise ValueError(f"slimops.{op}: values must be a 2-D [N, K/m * n] tensor, "
+                         f"got {getattr(values, 'shape', type(values))}")
+    n = values.shape[0]
+    _check_sparse_common(op, x, values, scale, n, bias, indices=indices)
+    k = x.shape[-1]
+    if k % pattern_m:
+        raise ValueError(f"slimops.{op}: x has K={k} features, not a multiple of the group size m={pattern_m}")
+    kept = k // pattern_m * pattern_n
+    _check_array(op, "values", values, SPARSE_VALUE_DTYPES, (n, kept))
+    _check_array(op, "indices", indices, (torch.uint8,), (n, nm_packed_width(kept, pattern_m)))

@@ -28,6 +28,15 @@ _lib.define(
     "str act2='none', bool residual=False) -> Tensor"
 )
 
+# Sparse weights: the arrays of slimops.formats.sparse (layout version 1). n is the
+# output features N; nm_linear's pattern_n:pattern_m is its N:M pattern (N = values.shape[0]).
+_lib.define("csr_linear(Tensor x, Tensor row_ptr, Tensor col_idx, Tensor values, Tensor? scale, int n, "
+            "Tensor? bias=None) -> Tensor")
+_lib.define("bsr_linear(Tensor x, Tensor block_row_ptr, Tensor block_col_idx, Tensor values, Tensor? scale, "
+            "int n, Tensor? bias=None) -> Tensor")
+_lib.define("nm_linear(Tensor x, Tensor values, Tensor indices, Tensor? scale, int pattern_n, int pattern_m, "
+            "Tensor? bias=None) -> Tensor")
+
 _F = _checks.FLOAT_DTYPES
 
 # ---- kernels, best first -------------------------------------------------
@@ -90,6 +99,11 @@ register("dwsep_conv2d", Kernel("cpu_c", cpu.dwsep_conv2d, ("cpu",), (torch.floa
 register("dwsep_conv2d", Kernel("cuda_triton", cuda.dwsep_conv2d, ("cuda",), _F, verified=False,
                                 why_not=lambda *a: cuda.dwsep_declines(*a)))
 register("dwsep_conv2d", Kernel("torch", fallback.dwsep_conv2d, None, _checks.DWSEP_DTYPES))
+
+# No fast kernel yet: the sparse ops run the plain-torch dense-weight path.
+register("csr_linear", Kernel("torch", fallback.csr_linear, None, _F))
+register("bsr_linear", Kernel("torch", fallback.bsr_linear, None, _F))
+register("nm_linear", Kernel("torch", fallback.nm_linear, None, _F))
 
 
 # ---- quantize_per_token ----------------------------------------------------
@@ -273,3 +287,63 @@ def _dwsep_backward(ctx, grad):
 
 
 torch.library.register_autograd("slimops::dwsep_conv2d", _dwsep_backward, setup_context=_dwsep_setup, lib=_lib)
+
+
+# ---- sparse linear ops: csr_linear, bsr_linear, nm_linear ---------------------
+# All three take (x, weight arrays..., scale, ints..., bias=None), 7 arguments,
+# so they share one implementation, fake and autograd built from this table:
+# op: (checks, the dense float32 weight from (arrays..., scale, ints..., K) for the
+# backward, how many weight arrays follow x).
+_SPARSE_OPS = {
+    "csr_linear": (_checks.check_csr_linear, fallback.csr_dense_weight, 3),
+    "bsr_linear": (_checks.check_bsr_linear, fallback.bsr_dense_weight, 3),
+    "nm_linear": (_checks.check_nm_linear, fallback.nm_dense_weight, 2),
+}
+_SPARSE_ARGS = 7
+
+
+def _make_sparse_op(op):
+    check, dense_weight, arrays = _SPARSE_OPS[op]
+
+    def all_args(args):
+        # The dispatcher drops a trailing default bias.
+        return (*args, *[None] * (_SPARSE_ARGS - len(args)))
+
+    def impl(*args):
+        args = all_args(args)
+        check(*args)
+        return choose(op, args[0].device, args[0].dtype, args).run(*args)
+
+    def fake(*args):
+        args = all_args(args)
+        check(*args)
+        # csr/bsr take N as an int; nm_linear's N is values.shape[0].
+        n = args[1].shape[0] if op == "nm_linear" else args[5]
+        return args[0].new_empty((*args[0].shape[:-1], n))
+
+    def setup_context(ctx, inputs, output):
+        inputs = all_args(inputs)
+        x, bias = inputs[0], inputs[-1]
+        ctx.save_for_backward(*inputs[1:arrays + 2])  # the weight arrays and the scale
+        ctx.ints = inputs[arrays + 2:-1]
+        ctx.k = x.shape[-1]
+        ctx.x_dtype = x.dtype
+        ctx.bias_dtype = None if bias is None else bias.dtype
+
+    def backward(ctx, grad):
+        """Gradients of x and bias; the sparse weight (pattern and values) gets none."""
+        grad_x = grad_bias = None
+        if ctx.needs_input_grad[0]:
+            w = dense_weight(*ctx.saved_tensors, *ctx.ints, ctx.k)
+            grad_x = (grad.float() @ w).to(ctx.x_dtype)
+        if ctx.bias_dtype is not None and ctx.needs_input_grad[_SPARSE_ARGS - 1]:
+            grad_bias = grad.sum(dim=tuple(range(grad.dim() - 1))).to(ctx.bias_dtype)
+        return (grad_x, *[None] * (_SPARSE_ARGS - 2), grad_bias)
+
+    torch.library.impl(_lib, op, "CompositeExplicitAutograd")(impl)
+    torch.library.register_fake(f"slimops::{op}", fake, lib=_lib)
+    torch.library.register_autograd(f"slimops::{op}", backward, setup_context=setup_context, lib=_lib)
+
+
+for _name in _SPARSE_OPS:
+    _make_sparse_op(_name)

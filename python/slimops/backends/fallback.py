@@ -121,3 +121,72 @@ def dwsep_conv2d(x, dw_weight, dw_bias, pw_weight, pw_bias, stride, padding, dil
     if residual:
         y = y + x
     return y
+
+
+# ---- sparse linear ops ---------------------------------------------------------
+# Each builds the dense float32 [N, K] weight from the compressed arrays (one
+# scatter, no host sync) and multiplies densely: correct on any device, and as
+# fast as a dense layer at best. The indexing raises on an out-of-range index
+# (a device-side assert on CUDA) instead of reading or writing past the weight.
+def _in_range_or_raise(idx: torch.Tensor, limit: int) -> torch.Tensor:
+    """idx as int64 for indexing; torch indexing wraps negative indices, so they
+    are sent to `limit`, past the end, where the indexing raises."""
+    idx = idx.long()
+    return torch.where(idx < 0, limit, idx)
+
+
+def _row_of_each(ptr: torch.Tensor, entries: int) -> torch.Tensor:
+    """int64 [entries]: the row of each stored entry. A searchsorted rather than a
+    repeat_interleave, so the shape is static (no host sync, traceable); an entry
+    past ptr[-1] gets row N, out of range."""
+    return torch.searchsorted(ptr[1:].long(), torch.arange(entries, device=ptr.device), right=True)
+
+
+def _dequantized(w: torch.Tensor, scale: torch.Tensor | None) -> torch.Tensor:
+    return w if scale is None else w * scale[:, None]
+
+
+def csr_dense_weight(row_ptr, col_idx, values, scale, n, k) -> torch.Tensor:
+    rows = _row_of_each(row_ptr, col_idx.numel())
+    w = torch.zeros((n, k), dtype=torch.float32, device=values.device)
+    w[rows, _in_range_or_raise(col_idx, k)] = values.float()
+    return _dequantized(w, scale)
+
+
+def bsr_dense_weight(block_row_ptr, block_col_idx, values, scale, n, k) -> torch.Tensor:
+    bn, bk = values.shape[1:]
+    block_rows = _row_of_each(block_row_ptr, block_col_idx.numel())
+    blocks = torch.zeros((n // bn, k // bk, bn, bk), dtype=torch.float32, device=values.device)
+    blocks[block_rows, _in_range_or_raise(block_col_idx, k // bk)] = values.float()
+    return _dequantized(blocks.permute(0, 2, 1, 3).reshape(n, k), scale)
+
+
+def nm_dense_weight(values, indices, scale, pattern_n, pattern_m, k) -> torch.Tensor:
+    """Positions unpacked low bits first (2 bits for m = 4, 4 bits for m = 8) and
+    scattered into each group of m; scatter raises on a position >= m (possible
+    with 4-bit fields) rather than spilling into the next group."""
+    n = values.shape[0]
+    groups = k // pattern_m
+    bits = 2 if pattern_m == 4 else 4
+    shifts = torch.arange(0, 8, bits, device=indices.device)
+    fields = ((indices.long()[..., None] >> shifts) & ((1 << bits) - 1)).reshape(n, indices.shape[1] * shifts.numel())
+    positions = fields[:, : groups * pattern_n].reshape(n, groups, pattern_n)
+    w = torch.zeros((n, groups, pattern_m), dtype=torch.float32, device=values.device)
+    w.scatter_(-1, positions, values.float().reshape(n, groups, pattern_n))
+    return _dequantized(w.reshape(n, k), scale)
+
+
+def _dense_linear(x, w, bias):
+    return torch.nn.functional.linear(x.float(), w, None if bias is None else bias.float()).to(x.dtype)
+
+
+def csr_linear(x, row_ptr, col_idx, values, scale, n, bias):
+    return _dense_linear(x, csr_dense_weight(row_ptr, col_idx, values, scale, n, x.shape[-1]), bias)
+
+
+def bsr_linear(x, block_row_ptr, block_col_idx, values, scale, n, bias):
+    return _dense_linear(x, bsr_dense_weight(block_row_ptr, block_col_idx, values, scale, n, x.shape[-1]), bias)
+
+
+def nm_linear(x, values, indices, scale, pattern_n, pattern_m, bias):
+    return _dense_linear(x, nm_dense_weight(values, indices, scale, pattern_n, pattern_m, x.shape[-1]), bias)
