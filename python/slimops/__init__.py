@@ -8,6 +8,7 @@ Importing slimops registers its ops as ``torch.ops.slimops.*``:
   w4a16_linear(x, w_packed, w_scale, w_zero_point, group_size, bias=None)  W4A16 linear
   dwsep_conv2d(x, dw_weight, dw_bias, pw_weight, pw_bias, stride, padding, dilation, act1, act2, residual)
                                                                fused depthwise -> act -> 1x1 -> act (+ x)
+  csr_linear / bsr_linear / nm_linear(x, <format arrays>, scale, ..., bias=None)   sparse linear
 NumPy references live in ``slimops.reference``; drop-in modules in ``slimops.nn``;
 GPTQ (quantization against calibration inputs) in ``slimops.gptq``; magnitude pruning
 (masks, PolynomialDecay, Pruner) in ``slimops.prune``; sparse weight formats in ``slimops.formats``.
