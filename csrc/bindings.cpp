@@ -8,6 +8,7 @@
 #include <string>
 
 #include "slimops/cpu_isa.h"
+#include "slimops/csr_linear.h"
 #include "slimops/dwsep_conv2d.h"
 #include "slimops/int8_linear.h"
 #include "slimops/status.h"
@@ -29,7 +30,16 @@ T* ptr(uintptr_t address) {
   return reinterpret_cast<T*>(address);
 }
 
+// A corrupted index array: raised as slimops._C.CorruptIndexError, both a
+// ValueError (a bad argument) and an IndexError (an index out of range).
+struct CorruptIndex : std::invalid_argument {
+  using std::invalid_argument::invalid_argument;
+};
+
 void raise_if_failed(Status s, const char* op) {
+  if (s == Status::kBadRowPtr || s == Status::kBadColumnIndex) {
+    throw CorruptIndex(std::string("slimops.") + op + ": " + status_message(s));
+  }
   if (s != Status::kOk) throw std::invalid_argument(std::string("slimops.") + op + ": " + status_message(s));
 }
 
@@ -155,6 +165,24 @@ PYBIND11_MODULE(_C, m) {
       py::arg("w_scale"), py::arg("bias"), py::arg("y"), py::arg("nthreads"), py::call_guard<py::gil_scoped_release>());
 
   m.attr("w8a16_linear_lanes") = kW8A16Lanes;
+
+  py::register_exception<CorruptIndex>(m, "CorruptIndexError",
+                                       py::make_tuple(py::handle(PyExc_ValueError), py::handle(PyExc_IndexError)));
+  m.def(
+      "csr_linear_cpu",
+      [](uintptr_t x, int64_t M, int64_t K, int64_t x_row_stride, uintptr_t row_ptr, int row_ptr_bytes,
+         uintptr_t col_idx, int col_idx_bytes, int64_t nnz, uintptr_t values, int64_t N, uintptr_t bias, uintptr_t y,
+         int nthreads) {
+        raise_if_failed(csr_linear_cpu(ptr<const float>(x), M, K, x_row_stride, ptr<const void>(row_ptr),
+                                       row_ptr_bytes, ptr<const void>(col_idx), col_idx_bytes, nnz,
+                                       ptr<const float>(values), N, ptr<const float>(bias), ptr<float>(y), nthreads),
+                        "csr_linear");
+      },
+      py::arg("x"), py::arg("M"), py::arg("K"), py::arg("x_row_stride"), py::arg("row_ptr"), py::arg("row_ptr_bytes"),
+      py::arg("col_idx"), py::arg("col_idx_bytes"), py::arg("nnz"), py::arg("values"), py::arg("N"), py::arg("bias"),
+      py::arg("y"), py::arg("nthreads"), py::call_guard<py::gil_scoped_release>(),
+      "CSR linear with float32 values; index widths in bytes (row_ptr 4/8, col_idx 2/4).");
+  m.attr("csr_linear_lanes") = kCsrLanes;
 
   m.def(
       "dwsep_conv2d_cpu",

@@ -14,6 +14,9 @@ enum class Status : int {
   kOutOfMemory = 5,
   kBadZeroPoint = 6,
   kBadScale = 7,
+  kBadIndexWidth = 8,
+  kBadRowPtr = 9,
+  kBadColumnIndex = 10,
 };
 
 inline const char* status_message(Status s) {
@@ -34,6 +37,12 @@ inline const char* status_message(Status s) {
       return "a 4-bit zero point is outside 0..15";
     case Status::kBadScale:
       return "the static activation scale must be positive and finite";
+    case Status::kBadIndexWidth:
+      return "an index array has an unsupported element width";
+    case Status::kBadRowPtr:
+      return "row_ptr is corrupted (needs row_ptr[0] = 0, non-decreasing, row_ptr[N] = nnz)";
+    case Status::kBadColumnIndex:
+      return "a column index is outside [0, K)";
   }
   return "unknown error";
 }

@@ -108,6 +108,31 @@ def w4a8_linear(x, w_packed, w_scale, w_zero_point, group_size, bias):
     return _as_output(y, x)
 
 
+def csr_linear(x, row_ptr, col_idx, values, scale, n, bias):
+    """float32 values only (scale is then None); the chooser sends others to plain torch."""
+    x2 = _rows_f32(x)
+    rows, k = x2.shape
+    y = torch.empty((rows, n), dtype=torch.float32)
+    bias = _bias_f32(bias)
+    _C.csr_linear_cpu(
+        x2.data_ptr(),
+        rows,
+        k,
+        x2.stride(0),
+        row_ptr.data_ptr(),
+        row_ptr.element_size(),
+        col_idx.data_ptr(),
+        col_idx.element_size(),
+        col_idx.numel(),
+        values.data_ptr(),
+        n,
+        _ptr(bias),
+        y.data_ptr(),
+        torch.get_num_threads(),
+    )
+    return _as_output(y, x)
+
+
 # From this many activation rows on, w4a16_linear dequantizes the weight once to
 # bf16 and runs torch's (oneDNN's) bf16 GEMM; below, its own kernel streams the
 # packed weight once and decodes it in registers (measured crossover, README).

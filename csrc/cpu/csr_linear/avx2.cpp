@@ -1,0 +1,98 @@
+// AVX2 path (compiled with -mavx2 -mfma).
+//
+// The 16 lanes of the float order are two ymm per activation row. A block of
+// 16 nonzeros (two ymm of indices, two of values) is read once and used for up
+// to four rows: per row two 8-wide gathers of x (vgatherdps) and two FMAs. The
+// last partial block is copied into zero-padded buffers (index 0 is in range
+// whenever the row's real indices are) and its FMAs are blended so the lanes
+// past the row's end stay as they were.
+#include <immintrin.h>
+
+#include "kernels.h"
+
+namespace slimops {
+namespace csr_linear {
+namespace {
+
+constexpr int kMR = 4;
+
+inline __m256i load_indices8(const int16_t* col) {
+  return _mm256_cvtepi16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(col)));
+}
+inline __m256i load_indices8(const int32_t* col) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(col)); }
+
+// Whether some index is negative or >= the limit (limit - 1 fits in int32).
+inline bool any_out_of_range(__m256i idx, __m256i limit_minus_one) {
+  const __m256i bad = _mm256_or_si256(_mm256_cmpgt_epi32(idx, limit_minus_one),
+                                      _mm256_cmpgt_epi32(_mm256_setzero_si256(), idx));
+  return _mm256_movemask_epi8(bad) != 0;
+}
+
+struct Avx2Kernel {
+  // One block of 16 nonzeros; lanes where keep is all-ones are updated.
+  template <int mr>
+  static inline void block(const float* const (&a)[mr], const __m256i (&idx)[2], const __m256 (&v)[2],
+                           const __m256 (&keep)[2], __m256 (&acc)[mr][2]) {
+#pragma GCC unroll 4
+    for (int i = 0; i < mr; ++i) {
+#pragma GCC unroll 2
+      for (int h = 0; h < 2; ++h) {
+        const __m256 sum = _mm256_fmadd_ps(_mm256_i32gather_ps(a[i], idx[h], 4), v[h], acc[i][h]);
+        acc[i][h] = _mm256_blendv_ps(acc[i][h], sum, keep[h]);
+      }
+    }
+  }
+
+  template <int mr, typename Idx>
+  static bool run(const Rows& r, const Idx* col, int64_t begin, int64_t end, int64_t m, int64_t n) {
+    const float* a[mr];
+    __m256 acc[mr][2];
+    for (int i = 0; i < mr; ++i) {
+      a[i] = r.x + (m + i) * r.x_row_stride;
+      acc[i][0] = acc[i][1] = _mm256_setzero_ps();
+    }
+    const __m256i limit_minus_one = _mm256_set1_epi32(static_cast<int32_t>(r.index_limit - 1));
+    const __m256 all = _mm256_castsi256_ps(_mm256_set1_epi32(-1));
+    const __m256 keep_all[2] = {all, all};
+    int64_t j = begin;
+    for (; j + kCsrLanes <= end; j += kCsrLanes) {
+      const __m256i idx[2] = {load_indices8(col + j), load_indices8(col + j + 8)};
+      if (any_out_of_range(idx[0], limit_minus_one) || any_out_of_range(idx[1], limit_minus_one)) return false;
+      const __m256 v[2] = {_mm256_loadu_ps(r.values + j), _mm256_loadu_ps(r.values + j + 8)};
+      block<mr>(a, idx, v, keep_all, acc);
+    }
+    if (j < end) {
+      alignas(32) int32_t idx_tail[kCsrLanes] = {};
+      alignas(32) float v_tail[kCsrLanes] = {};
+      alignas(32) int32_t keep_tail[kCsrLanes] = {};
+      for (int l = 0; l < end - j; ++l) {
+        idx_tail[l] = col[j + l];
+        v_tail[l] = r.values[j + l];
+        keep_tail[l] = -1;
+      }
+      __m256i idx[2];
+      __m256 v[2], keep[2];
+      for (int h = 0; h < 2; ++h) {
+        idx[h] = _mm256_load_si256(reinterpret_cast<const __m256i*>(idx_tail + 8 * h));
+        v[h] = _mm256_load_ps(v_tail + 8 * h);
+        keep[h] = _mm256_castsi256_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(keep_tail + 8 * h)));
+      }
+      if (any_out_of_range(idx[0], limit_minus_one) || any_out_of_range(idx[1], limit_minus_one)) return false;
+      block<mr>(a, idx, v, keep, acc);
+    }
+    for (int i = 0; i < mr; ++i) {
+      alignas(32) float p[kCsrLanes];
+      _mm256_store_ps(p, acc[i][0]);
+      _mm256_store_ps(p + 8, acc[i][1]);
+      r.y[(m + i) * r.N + n] = finish_output(p, r, n);
+    }
+    return true;
+  }
+};
+
+}  // namespace
+
+bool rows_avx2(const Rows& r) { return walk_rows_any_index<kMR, Avx2Kernel>(r); }
+
+}  // namespace csr_linear
+}  // namespace slimops
