@@ -152,7 +152,7 @@ def test_bad_index_width_raises():
 
 # ---- the chooser ---------------------------------------------------------
 def chosen(values_dtype):
-    row_ptr, col_idx, values = csr_arrays(6, 33, 0.5)
+    row_ptr, col_idx, values = csr_arrays(6, 33, 0.9)
     x, b = inputs(2, 33, 6)
     scale = torch.ones(6) if values_dtype == torch.int8 else None
     values = values.to(values_dtype)
@@ -163,8 +163,8 @@ def test_chooser_picks_cpu_c_for_float32_values():
     assert chosen(torch.float32) == "cpu_c"
 
 
-@pytest.mark.parametrize("rows,sparsity,name", [(1, 0.9, "cpu_c"), (16, 0.9, "cpu_c"), (1, 0.6, "cpu_c"),
-                                                (16, 0.6, "torch"), (1, 0.3, "torch")])
+@pytest.mark.parametrize("rows,sparsity,name", [(1, 0.9, "cpu_c"), (16, 0.9, "cpu_c"), (2, 0.8, "cpu_c"),
+                                                (16, 0.8, "torch"), (1, 0.6, "torch")])
 def test_chooser_sends_dense_weights_to_the_dense_path(rows, sparsity, name):
     row_ptr, col_idx, values = csr_arrays(64, 256, sparsity)
     x, b = inputs(rows, 256, 64)

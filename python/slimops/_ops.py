@@ -42,13 +42,13 @@ _F = _checks.FLOAT_DTYPES
 
 def _csr_cpu_declines(x, row_ptr, col_idx, values, scale, n, bias):
     """The CPU CSR kernel gathers x once per nonzero and activation row: measured at
-    K = N = 4096 it beats the dense fallback at density <= 1/8, or <= 1/2 for at most
+    K = N = 4096 it beats the dense fallback at density <= 1/8, or <= 1/4 for at most
     2 rows (where both stream their weights), and loses elsewhere, so it declines there."""
     if values.dtype != torch.float32:
         return f"takes float32 values, not {values.dtype}"
     rows = x.numel() // max(x.shape[-1], 1)
     density = col_idx.numel() / max(n * x.shape[-1], 1)
-    if density > 0.5 or (rows > 2 and density > 0.125):
+    if density > 0.25 or (rows > 2 and density > 0.125):
         return f"slower than the dense path at density {density:.2f} with {rows} rows"
     return None
 
