@@ -7,6 +7,8 @@
 // FMA that leaves the lanes past the row's end untouched.
 #include <immintrin.h>
 
+#include <utility>
+
 #include "kernels.h"
 
 namespace slimops {
@@ -20,16 +22,24 @@ inline __m512i load_indices(__mmask16 mask, const int16_t* col) {
 }
 inline __m512i load_indices(__mmask16 mask, const int32_t* col) { return _mm512_maskz_loadu_epi32(mask, col); }
 
+// The rows' accumulators and x pointers are indexed only by template
+// parameters (index_sequence, no loops over rows): GCC keeps an array in
+// registers only when every index is a constant before unrolling.
 struct Avx512Kernel {
+  template <size_t... I>
+  [[gnu::always_inline]] static void fma_rows(__mmask16 mask, __m512i idx, __m512 v,
+                                              const float* const (&a)[sizeof...(I)], __m512 (&acc)[sizeof...(I)],
+                                              std::index_sequence<I...>) {
+    ((acc[I] = _mm512_mask3_fmadd_ps(_mm512_mask_i32gather_ps(_mm512_setzero_ps(), mask, idx, a[I], 4), v, acc[I],
+                                     mask)),
+     ...);
+  }
+
   template <int mr, typename Idx>
   static bool run(const Rows& r, const Idx* col, int64_t begin, int64_t end, int64_t m, int64_t n) {
     const float* a[mr];
-    __m512 acc[mr];
-#pragma GCC unroll 16
-    for (int i = 0; i < mr; ++i) {
-      a[i] = r.x + (m + i) * r.x_row_stride;
-      acc[i] = _mm512_setzero_ps();
-    }
+    for (int i = 0; i < mr; ++i) a[i] = r.x + (m + i) * r.x_row_stride;
+    __m512 acc[mr] = {};
     const __m512i limit = _mm512_set1_epi32(static_cast<int32_t>(r.index_limit));
     for (int64_t j = begin; j < end; j += kCsrLanes) {
       const int64_t left = end - j;
@@ -37,18 +47,18 @@ struct Avx512Kernel {
       const __m512i idx = load_indices(mask, col + j);
       if (_mm512_mask_cmpge_epu32_mask(mask, idx, limit) != 0) return false;
       const __m512 v = _mm512_maskz_loadu_ps(mask, r.values + j);
-#pragma GCC unroll 16
-      for (int i = 0; i < mr; ++i) {
-        const __m512 xv = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), mask, idx, a[i], 4);
-        acc[i] = _mm512_mask3_fmadd_ps(xv, v, acc[i], mask);
-      }
+      fma_rows(mask, idx, v, a, acc, std::make_index_sequence<mr>());
     }
-    for (int i = 0; i < mr; ++i) {
-      alignas(64) float p[kCsrLanes];
-      _mm512_store_ps(p, acc[i]);
-      r.y[(m + i) * r.N + n] = finish_output(p, r, n);
-    }
+    alignas(64) float p[mr][kCsrLanes];
+    store_rows(acc, p, std::make_index_sequence<mr>());
+    for (int i = 0; i < mr; ++i) r.y[(m + i) * r.N + n] = finish_output(p[i], r, n);
     return true;
+  }
+
+  template <size_t... I>
+  static void store_rows(const __m512 (&acc)[sizeof...(I)], float (&p)[sizeof...(I)][kCsrLanes],
+                         std::index_sequence<I...>) {
+    (_mm512_store_ps(p[I], acc[I]), ...);
   }
 };
 
