@@ -48,6 +48,14 @@ def outputs_on_every_isa(fn):
     return outs
 
 
+def assert_every_isa_agrees(fn, what=""):
+    """fn() gives equal tensors on every CPU code path this machine supports."""
+    outs = outputs_on_every_isa(fn)
+    first = next(iter(outs.values()))
+    for isa, y in outs.items():
+        assert torch.equal(y, first), (isa, what)
+
+
 def outputs_on_one_and_many_threads(fn):
     """(fn() on 1 thread, fn() on max(3, current) threads); the thread count is restored."""
     previous = torch.get_num_threads()

@@ -13,7 +13,13 @@ from slimops import reference as ref
 from slimops.backends import cpu
 from slimops.backends.registry import choose
 
-from conftest import ROUNDOFF, assert_within_bound, outputs_on_every_isa, outputs_on_one_and_many_threads, to_numpy
+from conftest import (
+    ROUNDOFF,
+    assert_every_isa_agrees,
+    assert_within_bound,
+    outputs_on_one_and_many_threads,
+    to_numpy,
+)
 
 ops = torch.ops.slimops
 SPARSITIES = [0.0, 0.5, 0.9, 1.0]
@@ -97,10 +103,7 @@ def run_case(m, sparsity):
 @pytest.mark.parametrize("m", [1, 5, 16])
 @pytest.mark.parametrize("sparsity", [0.0, 0.9])
 def test_bit_identical_across_isas(m, sparsity):
-    outs = outputs_on_every_isa(run_case(m, sparsity))
-    first = next(iter(outs.values()))
-    for isa, y in outs.items():
-        assert torch.equal(y, first), isa
+    assert_every_isa_agrees(run_case(m, sparsity))
 
 
 @pytest.mark.parametrize("m", [1, 16])

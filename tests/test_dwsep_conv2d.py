@@ -16,7 +16,7 @@ from conftest import (
     ROUNDOFF,
     SUPPORTED_CPU_ISAS,
     assert_within_bound,
-    outputs_on_every_isa,
+    assert_every_isa_agrees,
     outputs_on_one_and_many_threads,
     to_numpy,
 )
@@ -122,10 +122,7 @@ def test_hypothesis_against_reference(b, c, o, h, w, k, stride, dilation, pads, 
 def test_every_isa_gives_the_same_bits(shape):
     args = make_inputs(*shape)
     for act in ACTS:
-        outs = outputs_on_every_isa(lambda: op(*args, [1, 1], [1, 1, 1, 1], [1, 1], act, act, False))
-        first = next(iter(outs.values()))
-        for isa, y in outs.items():
-            assert torch.equal(y, first), (isa, act)
+        assert_every_isa_agrees(lambda: op(*args, [1, 1], [1, 1, 1, 1], [1, 1], act, act, False), act)
 
 
 def test_small_image_with_a_large_1x1_weight(cpu_isa):

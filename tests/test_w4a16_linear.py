@@ -17,7 +17,7 @@ from conftest import (
     ABS_FLOOR,
     ROUNDOFF,
     assert_within_bound,
-    outputs_on_every_isa,
+    assert_every_isa_agrees,
     outputs_on_one_and_many_threads,
     to_numpy,
 )
@@ -108,10 +108,7 @@ def test_dequantized_weight_is_the_reference_bit_for_bit(cpu_isa):
 @pytest.mark.parametrize("k,group_size,symmetric", [(384, 128, True), (256, 32, False), (200, -1, False)])
 def test_every_isa_gives_the_same_bits(m, k, group_size, symmetric):
     args = make_inputs(m, k, 45, group_size=group_size, symmetric=symmetric)
-    outs = outputs_on_every_isa(lambda: op(*args))
-    first = next(iter(outs.values()))
-    for isa, y in outs.items():
-        assert torch.equal(y, first), isa
+    assert_every_isa_agrees(lambda: op(*args))
 
 
 @pytest.mark.parametrize("m", [1, 6])

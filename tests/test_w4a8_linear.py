@@ -13,8 +13,8 @@ from conftest import (
     ABS_FLOOR,
     ROUNDOFF,
     W4A8_FP32_ROUNDINGS_PLUS_GROUPS,
+    assert_every_isa_agrees,
     assert_within_bound,
-    outputs_on_every_isa,
     to_numpy,
 )
 
@@ -120,10 +120,7 @@ def test_non_contiguous_activations(cpu_isa):
 @pytest.mark.parametrize("group_size,symmetric", [(128, True), (32, False), (-1, False)])
 def test_every_isa_gives_the_same_bits(m, group_size, symmetric):
     args = make_inputs(m, 384, 45, group_size, symmetric=symmetric)
-    outs = outputs_on_every_isa(lambda: op(*args))
-    first = next(iter(outs.values()))
-    for isa, y in outs.items():
-        assert torch.equal(y, first), isa
+    assert_every_isa_agrees(lambda: op(*args))
 
 
 @pytest.mark.parametrize("m", [1, 40])

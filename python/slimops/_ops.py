@@ -39,20 +39,6 @@ _lib.define("nm_linear(Tensor x, Tensor values, Tensor indices, Tensor? scale, i
 
 _F = _checks.FLOAT_DTYPES
 
-
-def _csr_cpu_declines(x, row_ptr, col_idx, values, scale, n, bias):
-    """The CPU CSR kernel gathers x once per nonzero and activation row: measured at
-    K = N = 4096 it beats the dense fallback at density <= 1/8, or <= 1/4 for at most
-    2 rows (where both stream their weights), and loses elsewhere, so it declines there."""
-    if values.dtype != torch.float32:
-        return f"takes float32 values, not {values.dtype}"
-    rows = x.numel() // max(x.shape[-1], 1)
-    density = col_idx.numel() / max(n * x.shape[-1], 1)
-    if density > 0.25 or (rows > 2 and density > 0.125):
-        return f"slower than the dense path at density {density:.2f} with {rows} rows"
-    return None
-
-
 # ---- kernels, best first -------------------------------------------------
 register("quantize_per_token", Kernel("cpu_c", cpu.quantize_per_token, ("cpu",), _F))
 register(
@@ -114,7 +100,7 @@ register("dwsep_conv2d", Kernel("cuda_triton", cuda.dwsep_conv2d, ("cuda",), _F,
                                 why_not=lambda *a: cuda.dwsep_declines(*a)))
 register("dwsep_conv2d", Kernel("torch", fallback.dwsep_conv2d, None, _checks.DWSEP_DTYPES))
 
-register("csr_linear", Kernel("cpu_c", cpu.csr_linear, ("cpu",), _F, why_not=lambda *a: _csr_cpu_declines(*a)))
+register("csr_linear", Kernel("cpu_c", cpu.csr_linear, ("cpu",), _F, why_not=cpu.csr_linear_declines))
 # No fast kernel yet for other value dtypes or bsr/nm: the plain-torch dense-weight path.
 register("csr_linear", Kernel("torch", fallback.csr_linear, None, _F))
 register("bsr_linear", Kernel("torch", fallback.bsr_linear, None, _F))

@@ -6,7 +6,7 @@ import importlib.util
 import torch
 
 from .. import _C
-from .._checks import as_rows, check_dwsep_conv2d
+from .._checks import as_rows, dwsep_output_size
 from . import fallback
 
 _DTYPE_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
@@ -84,6 +84,6 @@ def dwsep_declines(x, dw_weight, dw_bias, pw_weight, pw_bias, stride, padding, d
         return "triton is not installed"
     from ..kernels.dwsep_conv2d import unsupported_reason
 
-    ho, wo = check_dwsep_conv2d(x, dw_weight, dw_bias, pw_weight, pw_bias, stride, padding, dilation, act1, act2,
-                                residual)
+    # The op has checked the arguments already.
+    ho, wo = dwsep_output_size(*x.shape[2:], *dw_weight.shape[2:], stride, padding, dilation)
     return unsupported_reason(x, pw_weight, padding, ho, wo)
