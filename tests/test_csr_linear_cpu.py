@@ -1,8 +1,8 @@
 """The CPU kernel of torch.ops.slimops.csr_linear (float32 values) against slimops.reference.
 
-The kernel is called through its backend function (slimops.backends.cpu.csr_linear),
-so it is tested at every density, including those where the op's chooser sends
-the call to the dense path instead."""
+The kernel is called through its backend function (slimops.backends.cpu.csr_linear).
+Up to 2 activation rows it gathers x; from 3 rows it runs the xT kernel
+(csrc/cpu/sparse_xt), on tiles of 8 or 16 rows: the row counts below cover each."""
 
 import numpy as np
 import pytest
@@ -65,7 +65,7 @@ def check(arrays, x, n, bias):
 
 @pytest.mark.parametrize("sparsity", SPARSITIES)
 @pytest.mark.parametrize("n,k", SHAPES)
-@pytest.mark.parametrize("m", [0, 1, 3, 16])
+@pytest.mark.parametrize("m", [0, 1, 2, 3, 9, 17])
 def test_matches_reference_on_every_isa(cpu_isa, sparsity, n, k, m):
     x, b = inputs(m, k, n)
     check(csr_arrays(n, k, sparsity), x, n, b)
@@ -100,10 +100,20 @@ def run_case(m, sparsity):
     return lambda: cpu.csr_linear(x, *arrays, None, 300, b)
 
 
-@pytest.mark.parametrize("m", [1, 5, 16])
+@pytest.mark.parametrize("m", [1, 5, 16, 19])
 @pytest.mark.parametrize("sparsity", [0.0, 0.9])
 def test_bit_identical_across_isas(m, sparsity):
     assert_every_isa_agrees(run_case(m, sparsity))
+
+
+def test_a_row_gives_the_same_bits_alone_and_in_a_batch(cpu_isa):
+    # The gather kernels (1-2 rows) and the xT kernel (more) share the float order.
+    arrays = csr_arrays(300, 257, 0.7, seed=3)
+    x, b = inputs(19, 257, 300, seed=4)
+    batch = cpu.csr_linear(x, *arrays, None, 300, b)
+    for i in (0, 7, 18):
+        assert torch.equal(cpu.csr_linear(x[i:i + 1], *arrays, None, 300, b)[0], batch[i])
+    assert torch.equal(cpu.csr_linear(x[:5], *arrays, None, 300, b), batch[:5])
 
 
 @pytest.mark.parametrize("m", [1, 16])
@@ -120,12 +130,13 @@ def corrupted(index, position, value, idx_dtype=torch.int16, ptr_dtype=torch.int
     return arrays
 
 
+@pytest.mark.parametrize("rows", [2, 5])  # the gather kernels, the xT kernel
 @pytest.mark.parametrize("idx_dtype", [torch.int16, torch.int32])
 @pytest.mark.parametrize("position", [0, 17, 197])  # full block, later block, the last (partial) block
 @pytest.mark.parametrize("value", [33, 32767, -1, -32768])
-def test_bad_column_index_raises(cpu_isa, idx_dtype, position, value):
+def test_bad_column_index_raises(cpu_isa, rows, idx_dtype, position, value):
     arrays = corrupted(1, position, value, idx_dtype)
-    x, b = inputs(2, 33, 6)
+    x, b = inputs(rows, 33, 6)
     with pytest.raises(ValueError, match="column index is outside"):
         cpu.csr_linear(x, *arrays, None, 6, b)
 
@@ -163,15 +174,8 @@ def chosen(values_dtype):
 
 
 def test_chooser_picks_cpu_c_for_float32_values():
+    # At any density: whether sparse beats dense is slimops.choose_layout's call.
     assert chosen(torch.float32) == "cpu_c"
-
-
-@pytest.mark.parametrize("rows,sparsity,name", [(1, 0.9, "cpu_c"), (16, 0.9, "cpu_c"), (2, 0.8, "cpu_c"),
-                                                (16, 0.8, "torch"), (1, 0.6, "torch")])
-def test_chooser_sends_dense_weights_to_the_dense_path(rows, sparsity, name):
-    row_ptr, col_idx, values = csr_arrays(64, 256, sparsity)
-    x, b = inputs(rows, 256, 64)
-    assert choose("csr_linear", x.device, x.dtype, (x, row_ptr, col_idx, values, None, 64, b)).name == name
 
 
 @pytest.mark.parametrize("dtype", [torch.int8, torch.float16, torch.bfloat16])

@@ -1,4 +1,7 @@
-"""torch.ops.slimops.{csr,bsr,nm}_linear (plain torch so far) against slimops.reference."""
+"""torch.ops.slimops.{csr,bsr,nm}_linear against slimops.reference, and their gradients."""
+
+import dataclasses
+import warnings
 
 import numpy as np
 import pytest
@@ -136,6 +139,86 @@ def test_gradients_match_dense_autograd(case, vdtype):
     op(*args).float().sum().backward()
     assert xb.grad.dtype == torch.bfloat16 and xb.grad.shape == xb.shape
     assert all(not t.requires_grad for t in args[1:] if isinstance(t, torch.Tensor))
+
+
+GRAD_CASES = CASES[:1] + CASES[3:4] + CASES[7:8] + CASES[9:10]
+
+
+def with_trainable_values(sw):
+    """The sparse weight with a fresh copy of its values that requires a gradient."""
+    return dataclasses.replace(sw, values=sw.values.detach().clone().requires_grad_(True))
+
+
+@pytest.mark.parametrize("case", GRAD_CASES, ids=lambda c: c[0])
+def test_values_gradcheck(case):
+    # The ops take float32/16/bf16 only, so this is float32 gradcheck: y is linear in each
+    # of x, values and bias, so central differences have no truncation error and a step
+    # of 1e-2 leaves float32 rounding (~1e-7 |y|) well inside the tolerance.
+    fmt, n, k, extra = case
+    sw = weight(fmt, n, k, extra, 0.5, torch.float32)
+    x, b = inputs(3, k, n, lead=(2,))
+    values = sw.values.clone().requires_grad_(True)
+
+    def f(x, values, b):
+        op, args = op_args(dataclasses.replace(sw, values=values), x, b)
+        return op(*args)
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*not a double precision")
+        assert torch.autograd.gradcheck(f, (x.requires_grad_(True), values, b.requires_grad_(True)), eps=1e-2,
+                                        atol=1e-3, rtol=1e-3)
+
+
+@pytest.mark.parametrize("case", GRAD_CASES, ids=lambda c: c[0])
+@pytest.mark.parametrize("vdtype", [torch.float32, torch.float16], ids=str)
+def test_values_gradient_is_the_dense_gradient_at_the_stored_positions(case, vdtype):
+    fmt, n, k, extra = case
+    sw = with_trainable_values(weight(fmt, n, k, extra, 0.5, vdtype))
+    x, b = inputs(3, k, n, lead=(2,))
+    g = torch.randn(2, 3, n)
+    op, args = op_args(sw, x, b)
+    (op(*args) * g).sum().backward()
+    assert sw.values.grad.dtype == vdtype and sw.values.grad.shape == sw.values.shape
+    w = sw.to_dense().detach().float().requires_grad_(True)
+    (torch.nn.functional.linear(x, w, b) * g).sum().backward()
+    stored = dataclasses.replace(sw, values=torch.ones_like(sw.values)).to_dense() != 0
+    grad_at_stored = dataclasses.replace(sw, values=sw.values.grad).to_dense().float()
+    torch.testing.assert_close(grad_at_stored, torch.where(stored, w.grad, 0.0),
+                               **({} if vdtype == torch.float32 else dict(rtol=1e-3, atol=1e-2)))
+
+
+def saved_shapes(fn):
+    """The shapes of the tensors autograd saves while fn() runs."""
+    shapes = []
+
+    def pack(t):
+        shapes.append(tuple(t.shape))
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return shapes
+
+
+def test_x_is_saved_only_for_the_values_gradient():
+    sw = weight("csr", 6, 33, None, 0.5, torch.float32)
+    x = torch.randn(5, 33, requires_grad=True)
+    for values_learn in (False, True):
+        op, args = op_args(with_trainable_values(sw) if values_learn else sw, x)
+        assert ((5, 33) in saved_shapes(lambda: op(*args))) == values_learn
+
+
+@pytest.mark.parametrize("case", GRAD_CASES[:3], ids=lambda c: c[0])
+def test_values_gradient_under_opcheck_and_compile(case):
+    fmt, n, k, extra = case
+    sw = with_trainable_values(weight(fmt, n, k, extra, 0.5, torch.float32))
+    x, b = inputs(3, k, n)
+    op, args = op_args(sw, x.requires_grad_(True), b)
+    torch.library.opcheck(op.default, args)
+    compiled = torch.compile(lambda x: op(x, *args[1:]).square().sum(), fullgraph=True)
+    compiled(x).backward()
+    expected = torch.autograd.grad(op(*args).square().sum(), sw.values)[0]
+    torch.testing.assert_close(sw.values.grad, expected)
 
 
 @pytest.mark.parametrize("case", CASES[:1] + CASES[3:4] + CASES[7:8], ids=lambda c: c[0])

@@ -101,7 +101,14 @@ register("dwsep_conv2d", Kernel("cuda_triton", cuda.dwsep_conv2d, ("cuda",), _F,
 register("dwsep_conv2d", Kernel("torch", fallback.dwsep_conv2d, None, _checks.DWSEP_DTYPES))
 
 register("csr_linear", Kernel("cpu_c", cpu.csr_linear, ("cpu",), _F, why_not=cpu.csr_linear_declines))
-# No fast kernel yet for other value dtypes or bsr/nm: the plain-torch dense-weight path.
+register("bsr_linear", Kernel("cpu_c", cpu.bsr_linear, ("cpu",), _F, why_not=cpu.bsr_linear_declines))
+register("nm_linear", Kernel("cpu_c", cpu.nm_linear, ("cpu",), _F, why_not=cpu.nm_linear_declines))
+# Tested in the Triton interpreter only; not yet run on a GPU.
+register("bsr_linear", Kernel("cuda_triton", cuda.bsr_linear, ("cuda",), _F, verified=False,
+                              why_not=cuda.bsr_linear_declines))
+register("nm_linear", Kernel("cuda_triton", cuda.nm_linear, ("cuda",), _F, verified=False,
+                             why_not=cuda.nm_linear_declines))
+# Other value dtypes (and devices without a kernel): the plain-torch dense-weight path.
 register("csr_linear", Kernel("torch", fallback.csr_linear, None, _F))
 register("bsr_linear", Kernel("torch", fallback.bsr_linear, None, _F))
 register("nm_linear", Kernel("torch", fallback.nm_linear, None, _F))
@@ -294,17 +301,17 @@ torch.library.register_autograd("slimops::dwsep_conv2d", _dwsep_backward, setup_
 # All three take (x, weight arrays..., scale, ints..., bias=None), 7 arguments,
 # so they share one implementation, fake and autograd built from this table:
 # op: (checks, the dense float32 weight from (arrays..., scale, ints..., K) for the
-# backward, how many weight arrays follow x).
+# backward, how many weight arrays follow x, the position of values among the arguments).
 _SPARSE_OPS = {
-    "csr_linear": (_checks.check_csr_linear, fallback.csr_dense_weight, 3),
-    "bsr_linear": (_checks.check_bsr_linear, fallback.bsr_dense_weight, 3),
-    "nm_linear": (_checks.check_nm_linear, fallback.nm_dense_weight, 2),
+    "csr_linear": (_checks.check_csr_linear, fallback.csr_dense_weight, 3, 3),
+    "bsr_linear": (_checks.check_bsr_linear, fallback.bsr_dense_weight, 3, 3),
+    "nm_linear": (_checks.check_nm_linear, fallback.nm_dense_weight, 2, 1),
 }
 _SPARSE_ARGS = 7
 
 
 def _make_sparse_op(op):
-    check, dense_weight, arrays = _SPARSE_OPS[op]
+    check, dense_weight, arrays, values_at = _SPARSE_OPS[op]
 
     def all_args(args):
         # The dispatcher drops a trailing default bias.
@@ -325,21 +332,38 @@ def _make_sparse_op(op):
     def setup_context(ctx, inputs, output):
         inputs = all_args(inputs)
         x, bias = inputs[0], inputs[-1]
-        ctx.save_for_backward(*inputs[1:arrays + 2])  # the weight arrays and the scale
+        ctx.values_need_grad = ctx.needs_input_grad[values_at]  # never for int8 values
+        # The weight arrays and the scale; x only for the values' gradient.
+        ctx.save_for_backward(*inputs[1:arrays + 2], x if ctx.values_need_grad else None)
         ctx.ints = inputs[arrays + 2:-1]
         ctx.k = x.shape[-1]
         ctx.x_dtype = x.dtype
         ctx.bias_dtype = None if bias is None else bias.dtype
 
     def backward(ctx, grad):
-        """Gradients of x and bias; the sparse weight (pattern and values) gets none."""
-        grad_x = grad_bias = None
+        """Gradients of x, of float values and of bias; the sparsity pattern (the
+        index arrays) and an int8 weight's scale get none."""
+        *weight, x = ctx.saved_tensors
+        grad_x = grad_values = grad_bias = None
+        if ctx.needs_input_grad[0] or ctx.values_need_grad:
+            if ctx.values_need_grad:
+                weight[values_at - 1] = weight[values_at - 1].detach().requires_grad_()
+            with torch.enable_grad():
+                w = dense_weight(*weight, *ctx.ints, ctx.k)
         if ctx.needs_input_grad[0]:
-            w = dense_weight(*ctx.saved_tensors, *ctx.ints, ctx.k)
-            grad_x = (grad.float() @ w).to(ctx.x_dtype)
+            grad_x = (grad.float() @ w.detach()).to(ctx.x_dtype)
+        if ctx.values_need_grad:
+            # dL/dW = grad^T x read at the stored positions. One GEMM costs what a dense
+            # layer's weight gradient costs, where products per stored value would need
+            # rows x nnz memory; reading the positions is the transpose of dense_weight's
+            # scatter, a gather autograd derives, so the layouts are decoded in one place.
+            grad_w = grad.reshape(-1, grad.shape[-1]).float().T @ x.reshape(-1, ctx.k).float()
+            (grad_values,) = torch.autograd.grad(w, weight[values_at - 1], grad_w)
         if ctx.bias_dtype is not None and ctx.needs_input_grad[_SPARSE_ARGS - 1]:
             grad_bias = grad.sum(dim=tuple(range(grad.dim() - 1))).to(ctx.bias_dtype)
-        return (grad_x, *[None] * (_SPARSE_ARGS - 2), grad_bias)
+        grads = [grad_x, *[None] * (_SPARSE_ARGS - 2), grad_bias]
+        grads[values_at] = grad_values
+        return tuple(grads)
 
     torch.library.impl(_lib, op, "CompositeExplicitAutograd")(impl)
     torch.library.register_fake(f"slimops::{op}", fake, lib=_lib)

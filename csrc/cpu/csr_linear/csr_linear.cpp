@@ -1,10 +1,12 @@
-// Entry point of csr_linear: argument and row_ptr checks, ISA choice and the
-// split of the output rows into tasks for the thread pool.
+// Entry point of csr_linear: argument and row_ptr checks; up to
+// kCsrGatherMaxRows activation rows the gather kernels here (ISA choice and
+// the split of the output rows into tasks), from there the xT kernel.
 #include "slimops/csr_linear.h"
 
 #include <algorithm>
 #include <atomic>
 
+#include "../sparse_xt/driver.h"
 #include "kernels.h"
 #include "slimops/cpu_isa.h"
 #include "slimops/thread_pool.h"
@@ -14,6 +16,10 @@ namespace {
 
 using csr_linear::Rows;
 using csr_linear::RowsFn;
+
+// Measured at K = N = 4096: the gather kernels stream the weight once and win
+// at 1-2 rows; from 3 rows the xT kernel, which needs no gathers, is faster.
+constexpr int64_t kCsrGatherMaxRows = 2;
 
 RowsFn rows_for(CpuIsa isa) {
   switch (isa) {
@@ -29,52 +35,24 @@ RowsFn rows_for(CpuIsa isa) {
   return csr_linear::rows_scalar;
 }
 
-// Sizes must be non-negative and every product used for indexing must stay
-// far from int64 overflow.
-Status check_sizes(int64_t M, int64_t K, int64_t N, int64_t nnz, int64_t x_row_stride) {
-  if (M < 0 || K < 0 || N < 0 || nnz < 0) return Status::kNegativeSize;
-  constexpr int64_t kMaxElements = int64_t{1} << 40;
-  if (M > kMaxElements || N > kMaxElements || K > kMaxElements || nnz > kMaxElements) return Status::kSizeTooLarge;
-  if (M != 0 && (x_row_stride > kMaxElements / M || K > kMaxElements / M)) return Status::kSizeTooLarge;
-  if (N != 0 && M > kMaxElements / N) return Status::kSizeTooLarge;
-  if (M > 1 && x_row_stride < K) return Status::kBadStride;
-  return Status::kOk;
-}
-
-// row_ptr[0] = 0, non-decreasing, row_ptr[N] = nnz: then every row's range
-// lies inside the nnz entries of col_idx and values.
-template <typename Ptr>
-bool row_ptr_valid(const Ptr* row_ptr, int64_t N, int64_t nnz) {
-  if (row_ptr[0] != 0 || static_cast<int64_t>(row_ptr[N]) != nnz) return false;
-  for (int64_t n = 0; n < N; ++n) {
-    if (row_ptr[n + 1] < row_ptr[n]) return false;
-  }
-  return true;
-}
-
-Status check_arrays(const void* row_ptr, int row_ptr_bytes, int col_idx_bytes, int64_t N, int64_t nnz) {
-  if ((row_ptr_bytes != 4 && row_ptr_bytes != 8) || (col_idx_bytes != 2 && col_idx_bytes != 4)) {
-    return Status::kBadIndexWidth;
-  }
-  const bool valid = row_ptr_bytes == 4 ? row_ptr_valid(static_cast<const int32_t*>(row_ptr), N, nnz)
-                                        : row_ptr_valid(static_cast<const int64_t*>(row_ptr), N, nnz);
-  return valid ? Status::kOk : Status::kBadRowPtr;
-}
-
 }  // namespace
 
 Status csr_linear_cpu(const float* x, int64_t M, int64_t K, int64_t x_row_stride, const void* row_ptr,
                       int row_ptr_bytes, const void* col_idx, int col_idx_bytes, int64_t nnz, const float* values,
                       int64_t N, const float* bias, float* y, int nthreads) {
-  Status s = check_sizes(M, K, N, nnz, x_row_stride);
+  Status s = sparse_xt::check_sizes(M, K, N, nnz, x_row_stride);
   if (s != Status::kOk) return s;
   if (row_ptr == nullptr || (nnz != 0 && (col_idx == nullptr || values == nullptr))) return Status::kNullPointer;
-  s = check_arrays(row_ptr, row_ptr_bytes, col_idx_bytes, N, nnz);
+  s = sparse_xt::check_row_ptr(row_ptr, row_ptr_bytes, col_idx_bytes, N, nnz);
   if (s != Status::kOk) return s;
   if (M == 0 || N == 0) return Status::kOk;
   if ((K != 0 && x == nullptr) || y == nullptr) return Status::kNullPointer;
-  const RowsFn rows = rows_for(active_cpu_isa());
   const int64_t mean_row_nnz = std::max<int64_t>(1, nnz / N);
+  if (M > kCsrGatherMaxRows) {
+    const sparse_xt::CsrWeight w{row_ptr, col_idx, values, row_ptr_bytes, col_idx_bytes, static_cast<uint32_t>(K)};
+    return sparse_xt::run({x, M, K, x_row_stride, N, bias, y, nthreads, mean_row_nnz}, w);
+  }
+  const RowsFn rows = rows_for(active_cpu_isa());
   nthreads = threads_for(M, N, mean_row_nnz, nthreads);
 
   // About 32 tasks per thread, so the dynamic hand-out balances uneven rows.

@@ -17,6 +17,8 @@ enum class Status : int {
   kBadIndexWidth = 8,
   kBadRowPtr = 9,
   kBadColumnIndex = 10,
+  kBadShape = 11,
+  kBadPosition = 12,
 };
 
 inline const char* status_message(Status s) {
@@ -43,6 +45,10 @@ inline const char* status_message(Status s) {
       return "row_ptr is corrupted (needs row_ptr[0] = 0, non-decreasing, row_ptr[N] = nnz)";
     case Status::kBadColumnIndex:
       return "a column index is outside [0, K)";
+    case Status::kBadShape:
+      return "the block shape or N:M pattern does not fit the weight";
+    case Status::kBadPosition:
+      return "an N:M position field is outside its group";
   }
   return "unknown error";
 }

@@ -87,3 +87,35 @@ def dwsep_declines(x, dw_weight, dw_bias, pw_weight, pw_bias, stride, padding, d
     # The op has checked the arguments already.
     ho, wo = dwsep_output_size(*x.shape[2:], *dw_weight.shape[2:], stride, padding, dilation)
     return unsupported_reason(x, pw_weight, padding, ho, wo)
+
+
+def bsr_linear(x, block_row_ptr, block_col_idx, values, scale, n, bias):
+    from ..kernels.bsr_linear import bsr_linear as triton_bsr_linear
+
+    y = triton_bsr_linear(as_rows(x), block_row_ptr, block_col_idx, values, scale, n, bias)
+    return y.reshape(*x.shape[:-1], n)
+
+
+def bsr_linear_declines(x, block_row_ptr, block_col_idx, values, scale, n, bias):
+    """The Triton kernel needs triton, blocks of at most 64x64 and sizes its int32 indexing can reach."""
+    if not HAS_TRITON:
+        return "triton is not installed"
+    from ..kernels.bsr_linear import unsupported_reason
+
+    return unsupported_reason(x, values, n)
+
+
+def nm_linear(x, values, indices, scale, pattern_n, pattern_m, bias):
+    from ..kernels.nm_linear import nm_linear as triton_nm_linear
+
+    y = triton_nm_linear(as_rows(x), values, indices, scale, pattern_n, pattern_m, bias)
+    return y.reshape(*x.shape[:-1], values.shape[0])
+
+
+def nm_linear_declines(x, values, indices, scale, pattern_n, pattern_m, bias):
+    """The Triton kernel needs triton and sizes its int32 indexing can reach."""
+    if not HAS_TRITON:
+        return "triton is not installed"
+    from ..kernels.nm_linear import unsupported_reason
+
+    return unsupported_reason(x, values)

@@ -1,0 +1,13 @@
+// AVX2 path (compiled with -mavx2 -mfma): tiles of 8 activation rows, one ymm.
+#include "kernel.h"
+#include "ymm.h"
+
+namespace slimops {
+namespace sparse_xt {
+
+bool csr_avx2(const Tiles& t, const CsrWeight& w) { return run_tiles<Ymm>(t, w); }
+bool bsr_avx2(const Tiles& t, const BsrWeight& w) { return run_tiles<Ymm>(t, w); }
+bool nm_avx2(const Tiles& t, const NmWeight& w) { return run_tiles<Ymm>(t, w); }
+
+}  // namespace sparse_xt
+}  // namespace slimops

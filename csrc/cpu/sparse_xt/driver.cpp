@@ -1,0 +1,152 @@
+// The xT driver: picks the ISA path and its tile width, lays x out as tiles,
+// and splits the output rows into tasks for the thread pool.
+#include "driver.h"
+
+#include <algorithm>
+#include <atomic>
+
+#include "../scratch.h"
+#include "kernel.h"
+#include "slimops/cpu_isa.h"
+#include "slimops/thread_pool.h"
+
+namespace slimops {
+namespace sparse_xt {
+namespace {
+
+template <class Weight>
+using TilesFn = bool (*)(const Tiles&, const Weight&);
+
+struct Path {
+  int64_t width;  // activation rows a tile
+  TilesFn<CsrWeight> csr;
+  TilesFn<BsrWeight> bsr;
+  TilesFn<NmWeight> nm;
+};
+
+Path path_for(CpuIsa isa, int64_t M) {
+  switch (isa) {
+#ifdef SLIMOPS_X86
+    case CpuIsa::kAvx512Vnni:
+      if (M <= 8) return {8, csr_avx512_half, bsr_avx512_half, nm_avx512_half};
+      return {16, csr_avx512, bsr_avx512, nm_avx512};
+    case CpuIsa::kAvx2:
+      return {8, csr_avx2, bsr_avx2, nm_avx2};
+#endif
+    default:
+      break;
+  }
+  return {1, csr_scalar, bsr_scalar, nm_scalar};
+}
+
+TilesFn<CsrWeight> fn(const Path& p, const CsrWeight&) { return p.csr; }
+TilesFn<BsrWeight> fn(const Path& p, const BsrWeight&) { return p.bsr; }
+TilesFn<NmWeight> fn(const Path& p, const NmWeight&) { return p.nm; }
+
+// xt[tile][k][i] = x[tile * T + i][k], zero for rows past M.
+void transpose_into_tiles(const Call& c, int64_t T, float* xt) {
+  for (int64_t m0 = 0; m0 < c.M; m0 += T) {
+    float* tile = xt + (m0 / T) * c.K * T;
+    for (int64_t i = 0; i < T; ++i) {
+      if (m0 + i >= c.M) {
+        for (int64_t k = 0; k < c.K; ++k) tile[k * T + i] = 0.0f;
+        continue;
+      }
+      const float* row = c.x + (m0 + i) * c.x_row_stride;
+      for (int64_t k = 0; k < c.K; ++k) tile[k * T + i] = row[k];
+    }
+  }
+}
+
+// Thread-local scratch (scratch.h) tags.
+enum : int { kTilesTag = 1, kOutputTag = 2 };
+
+template <class Weight>
+Status run_weight(const Call& c, const Weight& w) {
+  const Path path = path_for(active_cpu_isa(), c.M);
+  const int64_t T = path.width;
+  const int64_t tiles = (c.M + T - 1) / T;
+  float* xt = thread_buffer<float, kTilesTag>(tiles * T * std::max<int64_t>(c.K, 1));
+  if (xt == nullptr) return Status::kOutOfMemory;
+  transpose_into_tiles(c, T, xt);
+
+  const int nthreads = threads_for(c.M, c.N, std::max<int64_t>(1, c.row_elements), c.nthreads);
+  // About 32 tasks per thread, so the dynamic hand-out balances uneven rows.
+  const int64_t want_tasks = 32 * int64_t{nthreads};
+  const int64_t n_block = std::clamp<int64_t>((c.N + want_tasks - 1) / want_tasks, 8, 256);
+  const int64_t tasks = (c.N + n_block - 1) / n_block;
+  const TilesFn<Weight> tiles_fn = fn(path, w);
+  std::atomic<int> failure{0};  // the first task's bad status
+  parallel_for(tasks, nthreads, [&](int64_t task) {
+    if (failure.load(std::memory_order_relaxed) != 0) return;
+    float* yt = thread_buffer<float, kOutputTag>(n_block * T);
+    if (yt == nullptr) {
+      failure.store(static_cast<int>(Status::kOutOfMemory), std::memory_order_relaxed);
+      return;
+    }
+    const int64_t n_begin = task * n_block;
+    const Tiles t{xt, c.bias, c.y, yt, c.M, c.K, c.N, n_begin, std::min(c.N, n_begin + n_block)};
+    if (!tiles_fn(t, w)) failure.store(static_cast<int>(bad_data_status(w)), std::memory_order_relaxed);
+  });
+  return static_cast<Status>(failure.load());
+}
+
+#ifdef SLIMOPS_X86
+// N:M at one or two rows on AVX-512: nm_rows_avx512, on tasks of output rows.
+Status run_rows(const Call& c, const NmWeight& w) {
+  const int nthreads = threads_for(c.M, c.N, std::max<int64_t>(1, c.row_elements), c.nthreads);
+  const int64_t want_tasks = 32 * int64_t{nthreads};
+  const int64_t n_block = std::clamp<int64_t>((c.N + want_tasks - 1) / want_tasks, 8, 1024);
+  const int64_t tasks = (c.N + n_block - 1) / n_block;
+  std::atomic<bool> bad{false};
+  parallel_for(tasks, nthreads, [&](int64_t task) {
+    if (bad.load(std::memory_order_relaxed)) return;
+    const int64_t n_begin = task * n_block;
+    const Rows r{c.x, c.bias, c.y, c.M, c.K, c.x_row_stride, c.N, n_begin, std::min(c.N, n_begin + n_block)};
+    if (!nm_rows_avx512(r, w)) bad.store(true, std::memory_order_relaxed);
+  });
+  return bad.load() ? Status::kBadPosition : Status::kOk;
+}
+#endif
+
+template <typename Ptr>
+bool row_ptr_valid(const Ptr* ptr, int64_t rows, int64_t entries) {
+  if (ptr[0] != 0 || static_cast<int64_t>(ptr[rows]) != entries) return false;
+  for (int64_t n = 0; n < rows; ++n) {
+    if (ptr[n + 1] < ptr[n]) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+Status check_sizes(int64_t M, int64_t K, int64_t N, int64_t stored, int64_t x_row_stride) {
+  if (M < 0 || K < 0 || N < 0 || stored < 0) return Status::kNegativeSize;
+  constexpr int64_t kMaxElements = int64_t{1} << 40;
+  if (M > kMaxElements || N > kMaxElements || K > kMaxElements || stored > kMaxElements) return Status::kSizeTooLarge;
+  // Column indices and positions are int32 inside the kernels.
+  if (K > (int64_t{1} << 31) - 1) return Status::kSizeTooLarge;
+  if (M != 0 && (x_row_stride > kMaxElements / M || K > kMaxElements / M)) return Status::kSizeTooLarge;
+  if (N != 0 && M > kMaxElements / N) return Status::kSizeTooLarge;
+  if (M > 1 && x_row_stride < K) return Status::kBadStride;
+  return Status::kOk;
+}
+
+Status check_row_ptr(const void* ptr, int ptr_bytes, int idx_bytes, int64_t rows, int64_t entries) {
+  if ((ptr_bytes != 4 && ptr_bytes != 8) || (idx_bytes != 2 && idx_bytes != 4)) return Status::kBadIndexWidth;
+  const bool valid = ptr_bytes == 4 ? row_ptr_valid(static_cast<const int32_t*>(ptr), rows, entries)
+                                    : row_ptr_valid(static_cast<const int64_t*>(ptr), rows, entries);
+  return valid ? Status::kOk : Status::kBadRowPtr;
+}
+
+Status run(const Call& c, const CsrWeight& w) { return run_weight(c, w); }
+Status run(const Call& c, const BsrWeight& w) { return run_weight(c, w); }
+Status run(const Call& c, const NmWeight& w) {
+#ifdef SLIMOPS_X86
+  if (c.M <= 2 && active_cpu_isa() == CpuIsa::kAvx512Vnni) return run_rows(c, w);
+#endif
+  return run_weight(c, w);
+}
+
+}  // namespace sparse_xt
+}  // namespace slimops

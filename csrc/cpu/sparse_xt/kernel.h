@@ -1,0 +1,295 @@
+// The transposed-activation ("xT") kernel of the sparse linear ops, written
+// once for a vector type S and compiled per ISA (scalar.cpp, avx2.cpp,
+// avx512_vnni.cpp). S provides V, kWidth, zero(), set1(f), load(p), store(p, v),
+// add(a, b) and fma(a, b, c) = a * b + c rounded once; and the column decoders
+// columns.h: widen_columns (16 CSR indices, range-checked) and
+// nm_columns<m> (16 N:M columns from their packed fields, checked).
+//
+// The entry point lays x out as tiles xt[tile][K][T] (T = S::kWidth activation
+// rows a tile, zeros past row M), so one stored weight element (column c,
+// value v) updates T rows at once: acc += v * xt[tile][c], a broadcast FMA
+// with no gather. Each output keeps the float order of slimops/csr_linear.h
+// over the row's stored elements in row order: element j to lane j % 16 (here
+// 16 accumulators of T rows each), the halving tree, then the bias. So the
+// results match the CSR gather kernels bit for bit, and do not depend on T.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+#include <utility>
+
+#include "slimops/csr_linear.h"
+#include "sources.h"
+
+namespace slimops {
+namespace sparse_xt {
+
+// One task: outputs [n_begin, n_end) of every activation row.
+struct Tiles {
+  const float* xt;    // [tiles][K][T]
+  const float* bias;  // [N] or null
+  float* y;           // [M][N]
+  float* yt;          // [n_end - n_begin][T] scratch of this task
+  int64_t M, K, N, n_begin, n_end;
+};
+
+// One task of a kernel that reads x directly (nm_rows_avx512).
+struct Rows {
+  const float* x;     // [M, K], row stride x_row_stride
+  const float* bias;  // [N] or null
+  float* y;           // [M][N]
+  int64_t M, K, x_row_stride, N, n_begin, n_end;
+};
+
+// Internal linkage on purpose: this header is compiled once per ISA with
+// different target flags (see w8a16_linear/kernels.h).
+namespace {
+
+constexpr int kLanes = kCsrLanes;
+
+inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+
+inline int64_t read_index(const void* p, int bytes, int64_t i) {
+  switch (bytes) {
+    case 2:
+      return static_cast<const int16_t*>(p)[i];
+    case 4:
+      return static_cast<const int32_t*>(p)[i];
+    default:
+      return static_cast<const int64_t*>(p)[i];
+  }
+}
+
+// A run of at most kLanes consecutive stored elements of one row: their
+// columns are cols[], or first, first + 1, ... when contiguous (BSR blocks).
+struct Run {
+  alignas(64) int32_t cols[kLanes];
+  const float* values;
+  int count;
+  bool contiguous = false;
+  int64_t first = 0;
+};
+
+// Walks: Walk::row<S>(w, n, f) calls f(run) for row n's stored elements,
+// kLanes at a time, and returns false on a bad index or field. Each walk has
+// a single call of f and gets its own run_tiles instance: with more, GCC
+// keeps the accumulators in memory instead of registers.
+template <typename Idx>
+struct CsrWalk {
+  template <class S, class F>
+  [[gnu::always_inline]] static bool row(const CsrWeight& w, int64_t n, F&& f) {
+    const Idx* col = static_cast<const Idx*>(w.col_idx);
+    const int64_t begin = read_index(w.row_ptr, w.row_ptr_bytes, n);
+    const int64_t end = read_index(w.row_ptr, w.row_ptr_bytes, n + 1);
+    Run run;
+    for (int64_t j = begin; j < end; j += kLanes) {
+      run.count = static_cast<int>(min64(kLanes, end - j));
+      if (run.count == kLanes) {
+        if (!S::widen_columns(col + j, w.col_limit, run.cols)) return false;
+      } else {
+        for (int l = 0; l < run.count; ++l) {
+          const int32_t c = col[j + l];
+          if (static_cast<uint32_t>(c) >= w.col_limit) return false;
+          run.cols[l] = c;
+        }
+      }
+      run.values = w.values + j;
+      f(run);
+    }
+    return true;
+  }
+};
+
+// Row n of a BSR weight is the row n % bn of each block of block row n / bn,
+// blocks in order.
+struct BlockRow {
+  int64_t begin, end, r;  // its blocks, and the row within them
+};
+inline BlockRow block_row_of(const BsrWeight& w, int64_t n) {
+  return {read_index(w.block_row_ptr, w.row_ptr_bytes, n / w.bn), read_index(w.block_row_ptr, w.row_ptr_bytes, n / w.bn + 1),
+          n % w.bn};
+}
+inline bool bsr_block_col(const BsrWeight& w, int64_t b, int64_t* c) {
+  *c = read_index(w.block_col_idx, w.col_idx_bytes, b);
+  return static_cast<uint64_t>(*c) < w.block_col_limit;
+}
+
+// bk a multiple of kLanes: every run lies inside one block (contiguous
+// columns, values read in place).
+struct BsrWholeRunsWalk {
+  template <class S, class F>
+  [[gnu::always_inline]] static bool row(const BsrWeight& w, int64_t n, F&& f) {
+    const BlockRow br = block_row_of(w, n);
+    Run run;
+    run.contiguous = true;
+    run.count = kLanes;
+    for (int64_t b = br.begin; b < br.end; ++b) {
+      int64_t c;
+      if (!bsr_block_col(w, b, &c)) return false;
+      const float* v = w.values + (b * w.bn + br.r) * w.bk;
+      for (int64_t k = 0; k < w.bk; k += kLanes) {
+        run.first = c * w.bk + k;
+        run.values = v + k;
+        f(run);
+      }
+    }
+    return true;
+  }
+};
+
+// Any bk: runs are packed across block boundaries.
+struct BsrPackedWalk {
+  template <class S, class F>
+  [[gnu::always_inline]] static bool row(const BsrWeight& w, int64_t n, F&& f) {
+    const BlockRow br = block_row_of(w, n);
+    Run run;
+    alignas(64) float values[kLanes];
+    run.values = values;
+    run.count = 0;
+    for (int64_t b = br.begin; b < br.end; ++b) {
+      int64_t c;
+      if (!bsr_block_col(w, b, &c)) return false;
+      const float* v = w.values + (b * w.bn + br.r) * w.bk;
+      for (int64_t k = 0; k < w.bk; ++k) {
+        run.cols[run.count] = static_cast<int32_t>(c * w.bk + k);
+        values[run.count] = v[k];
+        if (++run.count == kLanes || (b + 1 == br.end && k + 1 == w.bk)) {
+          f(run);
+          run.count = 0;
+        }
+      }
+    }
+    return true;
+  }
+};
+
+// From one run of kLanes kept values to the next: the group and place in it
+// of the run's first value (the division is done once, in NmWeight).
+inline void advance_run(const NmWeight& w, int64_t* q, int* p) {
+  *q += w.run_groups;
+  *p += w.run_places;
+  if (*p >= w.n) {
+    *p -= w.n;
+    ++*q;
+  }
+}
+
+// Kept element j of an N:M row is in group j / n at the position its field
+// gives; a field >= m (possible with m = 8's 4-bit fields) is corrupt. A run
+// starting at j = q * n + p has its lane l in group q + group_step[p][l]
+// (NmWeight), so no division per element.
+template <int M>
+struct NmWalk {
+  template <class S, class F>
+  [[gnu::always_inline]] static bool row(const NmWeight& w, int64_t n, F&& f) {
+    constexpr int kBits = M == 4 ? 2 : 4;
+    constexpr int64_t kRunBytes = kLanes * kBits / 8;  // kLanes fields fill whole bytes
+    const uint8_t* fields = w.indices + n * w.row_bytes;
+    Run run;
+    int64_t q = 0;  // the group of the run's first element, and its place in it
+    int p = 0;
+    for (int64_t j = 0; j < w.kept; j += kLanes) {
+      run.count = static_cast<int>(min64(kLanes, w.kept - j));
+      // The run's fields as 32-bit words: one for m = 4, two for m = 8.
+      const uint8_t* src = fields + j / kLanes * kRunBytes;
+      uint32_t words[kRunBytes / 4] = {};
+      if (run.count == kLanes) {
+        std::memcpy(words, src, kRunBytes);
+      } else {  // the row's last bytes only
+        for (int i = 0; i < (run.count * kBits + 7) / 8; ++i) words[i / 4] |= uint32_t{src[i]} << (8 * (i % 4));
+      }
+      if (!S::template nm_columns<M>(words, static_cast<int32_t>(q * M), w.group_step[p], run.cols)) return false;
+      run.values = w.values + n * w.kept + j;
+      f(run);
+      advance_run(w, &q, &p);
+    }
+    return true;
+  }
+};
+
+// acc[l] += v[l] * xt[cols[l]] for the run's lanes (constant indices, so the
+// accumulators stay in registers).
+template <class S, size_t... L>
+[[gnu::always_inline]] inline void fma_run(const float* xt, const Run& run, typename S::V (&acc)[kLanes],
+                                           std::index_sequence<L...>) {
+  constexpr int64_t T = S::kWidth;
+  if (run.contiguous) {  // always a full run
+    const float* x = xt + run.first * T;
+    ((acc[L] = S::fma(S::set1(run.values[L]), S::load(x + L * T), acc[L])), ...);
+  } else if (run.count == kLanes) {
+    ((acc[L] = S::fma(S::set1(run.values[L]), S::load(xt + run.cols[L] * T), acc[L])), ...);
+  } else {
+    ((acc[L] = L < static_cast<size_t>(run.count) ? S::fma(S::set1(run.values[L]), S::load(xt + run.cols[L] * T), acc[L])
+                                                  : acc[L]),
+     ...);
+  }
+}
+
+// Step 2 of the float order on whole vectors, then the bias.
+template <class S>
+[[gnu::always_inline]] inline typename S::V finish(typename S::V (&acc)[kLanes], const float* bias, int64_t n) {
+  for (int width = kLanes / 2; width >= 1; width /= 2) {
+    for (int l = 0; l < width; ++l) acc[l] = S::add(acc[l], acc[l + width]);
+  }
+  return bias != nullptr ? S::add(acc[0], S::set1(bias[n])) : acc[0];
+}
+
+template <class S, class Walk, class Weight>
+bool run_tiles(const Tiles& t, const Weight& w) {
+  using V = typename S::V;
+  constexpr int64_t T = S::kWidth;
+  const int64_t rows = t.n_end - t.n_begin;
+  for (int64_t m0 = 0; m0 < t.M; m0 += T) {
+    const float* xt = t.xt + (m0 / T) * t.K * T;
+    for (int64_t n = t.n_begin; n < t.n_end; ++n) {
+      V acc[kLanes];
+      for (int l = 0; l < kLanes; ++l) acc[l] = S::zero();
+      const bool ok = Walk::template row<S>(w, n, [&](const Run& run) __attribute__((always_inline)) {
+        fma_run<S>(xt, run, acc, std::make_index_sequence<kLanes>());
+      });
+      if (!ok) return false;
+      S::store(t.yt + (n - t.n_begin) * T, finish<S>(acc, t.bias, n));
+    }
+    const int64_t tile_rows = min64(T, t.M - m0);
+    for (int64_t i = 0; i < tile_rows; ++i) {
+      float* y = t.y + (m0 + i) * t.N + t.n_begin;
+      for (int64_t r = 0; r < rows; ++r) y[r] = t.yt[r * T + i];
+    }
+  }
+  return true;
+}
+
+template <class S>
+bool run_tiles(const Tiles& t, const CsrWeight& w) {
+  return w.col_idx_bytes == 2 ? run_tiles<S, CsrWalk<int16_t>>(t, w) : run_tiles<S, CsrWalk<int32_t>>(t, w);
+}
+template <class S>
+bool run_tiles(const Tiles& t, const BsrWeight& w) {
+  return w.bk % kLanes == 0 ? run_tiles<S, BsrWholeRunsWalk>(t, w) : run_tiles<S, BsrPackedWalk>(t, w);
+}
+template <class S>
+bool run_tiles(const Tiles& t, const NmWeight& w) {
+  return w.m == 4 ? run_tiles<S, NmWalk<4>>(t, w) : run_tiles<S, NmWalk<8>>(t, w);
+}
+
+}  // namespace
+
+// Per-ISA entry points, each for tiles of its S::kWidth rows (the entry
+// point's table pairs each with its width).
+bool csr_scalar(const Tiles& t, const CsrWeight& w);
+bool bsr_scalar(const Tiles& t, const BsrWeight& w);
+bool nm_scalar(const Tiles& t, const NmWeight& w);
+bool csr_avx2(const Tiles& t, const CsrWeight& w);
+bool bsr_avx2(const Tiles& t, const BsrWeight& w);
+bool nm_avx2(const Tiles& t, const NmWeight& w);
+bool csr_avx512(const Tiles& t, const CsrWeight& w);
+bool bsr_avx512(const Tiles& t, const BsrWeight& w);
+bool nm_avx512(const Tiles& t, const NmWeight& w);
+bool csr_avx512_half(const Tiles& t, const CsrWeight& w);
+bool bsr_avx512_half(const Tiles& t, const BsrWeight& w);
+bool nm_avx512_half(const Tiles& t, const NmWeight& w);
+// N:M for M <= 2 rows (false also for M > 2).
+bool nm_rows_avx512(const Rows& r, const NmWeight& w);
+
+}  // namespace sparse_xt
+}  // namespace slimops

@@ -1,0 +1,112 @@
+// N:M linear for one or two activation rows on AVX-512 (compiled with the
+// avx512_vnni level's flags), where the xT kernel's tiles would be mostly zero
+// rows. The weight streams once: per run of 16 kept values, the 16 columns
+// are decoded in a zmm, the matching x values fetched (a two-register permute
+// when the run spans at most 32 columns, as in 2:4 and 4:8; a gather
+// otherwise), and one FMA adds them into the output's 16 lanes. That is the
+// float order of kernel.h (kept value j to lane j % 16, then the tree), so the
+// bits equal the xT kernel's.
+#include <immintrin.h>
+
+#include "kernel.h"
+
+namespace slimops {
+namespace sparse_xt {
+namespace {
+
+// The 16 columns of a run starting at group q, place p (see NmWalk); false
+// on a field >= M.
+template <int M>
+inline bool run_columns(const NmWeight& w, const uint8_t* src, int count, int64_t q, int p, __m512i* cols) {
+  constexpr int kBits = M == 4 ? 2 : 4, kRunBytes = 16 * kBits / 8;
+  uint32_t words[kRunBytes / 4] = {};
+  if (count == 16) {
+    std::memcpy(words, src, kRunBytes);
+  } else {
+    for (int i = 0; i < (count * kBits + 7) / 8; ++i) words[i / 4] |= uint32_t{src[i]} << (8 * (i % 4));
+  }
+  // Lane l's field sits at bit kBits * l of the run: in word 0 for m = 4; in
+  // word l / 8 for m = 8.
+  alignas(64) static constexpr int32_t kShifts[2][16] = {
+      {0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30},
+      {0, 4, 8, 12, 16, 20, 24, 28, 0, 4, 8, 12, 16, 20, 24, 28}};
+  const __m512i source = M == 4 ? _mm512_set1_epi32(static_cast<int32_t>(words[0]))
+                                : _mm512_mask_blend_epi32(0xff00, _mm512_set1_epi32(static_cast<int32_t>(words[0])),
+                                                          _mm512_set1_epi32(static_cast<int32_t>(words[M == 4 ? 0 : 1])));
+  // maskz: the plain intrinsic trips GCC 12's -Wmaybe-uninitialized.
+  __m512i fields = _mm512_maskz_srlv_epi32(0xffff, source, _mm512_load_si512(kShifts[M == 4 ? 0 : 1]));
+  fields = _mm512_and_si512(fields, _mm512_set1_epi32((1 << kBits) - 1));
+  if (_mm512_cmpge_epi32_mask(fields, _mm512_set1_epi32(M)) != 0) return false;
+  const __m512i step = _mm512_loadu_si512(w.group_step[p]);
+  *cols = _mm512_add_epi32(_mm512_add_epi32(_mm512_set1_epi32(static_cast<int32_t>(q * M)),
+                                            _mm512_mullo_epi32(step, _mm512_set1_epi32(M))),
+                           fields);
+  return true;
+}
+
+// R activation rows (a template parameter, so acc stays in registers: in
+// memory, the masked FMA's store would not forward to the next run's load).
+template <int M, int R>
+bool rows(const Rows& r, const NmWeight& w) {
+  constexpr int kBits = M == 4 ? 2 : 4, kRunBytes = 16 * kBits / 8;
+  // The groups a run of 16 kept values touches: 16 / n when n divides 16
+  // (every run starts a group), else up to ceil((n - 1 + 16) / n).
+  const int64_t groups = 16 % w.n == 0 ? 16 / w.n : (w.n - 1 + 16 + w.n - 1) / w.n;
+  const int64_t span = groups * M;
+  const bool permute = span <= 32;
+  for (int64_t n = r.n_begin; n < r.n_end; ++n) {
+    const uint8_t* fields = w.indices + n * w.row_bytes;
+    const float* values = w.values + n * w.kept;
+    __m512 acc[R];
+    for (int i = 0; i < R; ++i) acc[i] = _mm512_setzero_ps();
+    int64_t q = 0;
+    int p = 0;
+    for (int64_t j = 0; j < w.kept; j += 16) {
+      const int count = static_cast<int>(min64(16, w.kept - j));
+      const __mmask16 lanes = count == 16 ? 0xffff : static_cast<__mmask16>((1u << count) - 1);
+      __m512i cols;
+      if (!run_columns<M>(w, fields + j / 16 * kRunBytes, count, q, p, &cols)) return false;
+      // Plain loads where they stay in bounds: this CPU streams masked loads far slower.
+      const __m512 v = count == 16 ? _mm512_loadu_ps(values + j) : _mm512_maskz_loadu_ps(lanes, values + j);
+      const int64_t first = q * M;  // the run's columns lie in [first, first + span)
+      for (int i = 0; i < R; ++i) {
+        const float* x = r.x + i * r.x_row_stride;
+        __m512 xv;
+        if (permute) {
+          // Columns past K (only in a short last run) are not loaded.
+          const int64_t left = r.K - first;
+          const __mmask16 lo = left >= 16 ? 0xffff : static_cast<__mmask16>((1u << left) - 1);
+          const __mmask16 hi = left >= 32 ? 0xffff : left <= 16 ? 0 : static_cast<__mmask16>((1u << (left - 16)) - 1);
+          const __m512i local = _mm512_sub_epi32(cols, _mm512_set1_epi32(static_cast<int32_t>(first)));
+          xv = left >= 32 ? _mm512_permutex2var_ps(_mm512_loadu_ps(x + first), local, _mm512_loadu_ps(x + first + 16))
+                          : _mm512_permutex2var_ps(_mm512_maskz_loadu_ps(lo, x + first), local,
+                                                   _mm512_maskz_loadu_ps(hi, x + first + 16));
+        } else {
+          xv = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), lanes, cols, x, 4);
+        }
+        acc[i] = _mm512_mask3_fmadd_ps(xv, v, acc[i], lanes);
+      }
+      advance_run(w, &q, &p);
+    }
+    for (int i = 0; i < R; ++i) {
+      alignas(64) float lane[16];
+      _mm512_store_ps(lane, acc[i]);
+      for (int width = 8; width >= 1; width /= 2) {
+        for (int l = 0; l < width; ++l) lane[l] = lane[l] + lane[l + width];
+      }
+      r.y[i * r.N + n] = r.bias != nullptr ? lane[0] + r.bias[n] : lane[0];
+    }
+  }
+  return true;
+}
+
+}  // namespace
+
+bool nm_rows_avx512(const Rows& r, const NmWeight& w) {
+  if (r.M == 1) return w.m == 4 ? rows<4, 1>(r, w) : rows<8, 1>(r, w);
+  if (r.M == 2) return w.m == 4 ? rows<4, 2>(r, w) : rows<8, 2>(r, w);
+  return false;
+}
+
+}  // namespace sparse_xt
+}  // namespace slimops
