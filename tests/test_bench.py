@@ -21,3 +21,9 @@ def test_quick_benchmark_writes_rows(tmp_path):
     rows = result["rows"]
     assert rows and all("slimops" in r["candidates"] for r in rows)
     assert all(r["ratios"] for r in rows)
+
+
+def test_cuda_only_bench_modules_import_without_a_gpu():
+    run = subprocess.run([sys.executable, "-c", "import bench.sparse_linear_cuda"], cwd=REPO, capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 0, run.stderr

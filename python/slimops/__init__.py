@@ -9,9 +9,11 @@ Importing slimops registers its ops as ``torch.ops.slimops.*``:
   dwsep_conv2d(x, dw_weight, dw_bias, pw_weight, pw_bias, stride, padding, dilation, act1, act2, residual)
                                                                fused depthwise -> act -> 1x1 -> act (+ x)
   csr_linear / bsr_linear / nm_linear(x, <format arrays>, scale, ..., bias=None)   sparse linear
-NumPy references live in ``slimops.reference``; drop-in modules in ``slimops.nn``;
-GPTQ (quantization against calibration inputs) in ``slimops.gptq``; magnitude pruning
-(masks, PolynomialDecay, Pruner) in ``slimops.prune``; sparse weight formats in ``slimops.formats``.
+NumPy references live in ``slimops.reference``; drop-in modules (QuantLinear, SparseLinear,
+DWSepConv2d) and convert() in ``slimops.nn``; GPTQ (quantization against calibration inputs) in
+``slimops.gptq``; magnitude pruning (masks, PolynomialDecay, Pruner) in ``slimops.prune``; sparse
+weight formats in ``slimops.formats``, and choose_layout (the fastest of them for a pruned weight,
+never slower than dense) in ``slimops.sparse_layout``.
 """
 
 import os
@@ -19,9 +21,10 @@ import os
 from . import _C, _ops, nn, prune, reference
 from .formats import QuantizedWeight
 from .gptq import collect_hessians, gptq_quantize
-from .nn import DWSepConfig, DWSepConv2d, QuantConfig, convert, fold_bn, to_float
+from .nn import DWSepConfig, DWSepConv2d, QuantConfig, SparseConfig, SparseLinear, convert, fold_bn, to_float
 from .prune import PolynomialDecay, Pruner
 from .quantization import quantize
+from .sparse_layout import LayoutChoice, choose_layout
 
 __version__ = "0.1.0"
 
@@ -47,6 +50,6 @@ def _check_isa_env() -> None:
 
 _check_isa_env()
 
-__all__ = ["DWSepConfig", "DWSepConv2d", "PolynomialDecay", "Pruner", "QuantConfig", "QuantizedWeight",
-           "collect_hessians", "convert", "cpu_isa", "fold_bn", "gptq_quantize", "nn", "prune", "quantize", "reference",
-           "set_cpu_isa", "to_float"]
+__all__ = ["DWSepConfig", "DWSepConv2d", "LayoutChoice", "PolynomialDecay", "Pruner", "QuantConfig", "QuantizedWeight",
+           "SparseConfig", "SparseLinear", "choose_layout", "collect_hessians", "convert", "cpu_isa", "fold_bn",
+           "gptq_quantize", "nn", "prune", "quantize", "reference", "set_cpu_isa", "to_float"]

@@ -7,11 +7,12 @@ from dataclasses import dataclass, field
 from torch import nn
 
 from ..gptq import InputHessian, collect_hessians, gptq_quantize
+from ._replace import module_bytes, progress_bar, set_child
 from .convert_dwsep import DWSepConfig, DWSepFusionSummary, fuse_dwsep
+from .convert_sparse import SparseConfig, SparseConversionSummary, sparsify
 from .quant_linear import QuantLinear
+from .sparse_linear import SparseLinear
 
-# Below this many layers a progress bar is noise.
-_PROGRESS_MIN_LAYERS = 50
 METHODS = ("rtn", "gptq")
 
 
@@ -54,56 +55,37 @@ class ConversionSummary:
         )
 
 
-def _module_bytes(module: nn.Module) -> int:
-    tensors = list(module.parameters(recurse=False)) + list(module.buffers(recurse=False))
-    return sum(t.numel() * t.element_size() for t in tensors)
-
-
-def _progress(items, enabled):
-    if enabled is None:
-        enabled = len(items) >= _PROGRESS_MIN_LAYERS
-    if not enabled:
-        return items
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # progress is a nicety, not a requirement
-        return items
-    return tqdm(items, desc="slimops.convert", unit="layer")
-
-
-def _set_child(model: nn.Module, qualified_name: str, new: nn.Module) -> None:
-    parent_name, _, child = qualified_name.rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
-    setattr(parent, child, new)
-
-
-def convert(model: nn.Module, config: QuantConfig | DWSepConfig | None = None, *, progress: bool | None = None,
-            calibrate=None) -> ConversionSummary | DWSepFusionSummary:
+def convert(model: nn.Module, config: QuantConfig | SparseConfig | DWSepConfig | None = None, *,
+            progress: bool | None = None,
+            calibrate=None) -> ConversionSummary | SparseConversionSummary | DWSepFusionSummary:
     """With a QuantConfig (the default): replace every nn.Linear of model (in
     place) by a QuantLinear, except those config.skip names or that are
     smaller than config.min_features; returns a ConversionSummary (print it
-    for the sizes before and after). With a DWSepConfig: fuse the model's
-    depthwise-separable conv chains into DWSepConv2d modules (fuse_dwsep).
+    for the sizes before and after). With a SparseConfig: the same with
+    SparseLinear (each layer's layout in the summary). With a DWSepConfig: fuse
+    the model's depthwise-separable conv chains into DWSepConv2d modules (fuse_dwsep).
     progress: a tqdm bar (None: only for models of 50 or more linear layers).
     calibrate: with config.method "gptq", a callable ``calibrate(model)`` that
     runs forward passes over calibration data (not the data you evaluate on).
     """
+    if isinstance(config, (DWSepConfig, SparseConfig)) and calibrate is not None:
+        raise ValueError("calibrate= is only used by QuantConfig(method='gptq')")
     if isinstance(config, DWSepConfig):
-        if calibrate is not None:
-            raise ValueError("calibrate= is only used by QuantConfig(method='gptq')")
         return fuse_dwsep(model, config.skip)
+    if isinstance(config, SparseConfig):
+        return sparsify(model, config, progress)
     config = config or QuantConfig()
     _check_config(config, calibrate)
     linears = [(name, m) for name, m in model.named_modules() if type(m) is nn.Linear]
     targets = [(name, linear) for name, linear in linears if _selected(name, linear, config)]
     summary = ConversionSummary(skipped=[name for name, linear in linears if not _selected(name, linear, config)])
     hessians = _calibration_hessians(model, targets, calibrate) if config.method == "gptq" else {}
-    for name, linear in _progress(targets, progress):
+    for name, linear in progress_bar(targets, progress):
         quantized = _quantized_layer(linear, config, hessians.get(name))
-        _set_child(model, name, quantized)
+        set_child(model, name, quantized)
         summary.converted.append(name)
-        summary.bytes_before += _module_bytes(linear)
-        summary.bytes_after += _module_bytes(quantized)
+        summary.bytes_before += module_bytes(linear)
+        summary.bytes_after += module_bytes(quantized)
     return summary
 
 
@@ -153,8 +135,9 @@ def _quantized_layer(linear: nn.Linear, config: QuantConfig, hessian: InputHessi
 
 
 def to_float(model: nn.Module) -> nn.Module:
-    """Replace every QuantLinear of model (in place) by an nn.Linear holding its
-    dequantized weight; returns model."""
-    for name, module in [(n, m) for n, m in model.named_modules() if isinstance(m, QuantLinear)]:
-        _set_child(model, name, module.to_linear())
+    """Replace every QuantLinear and SparseLinear of model (in place) by an
+    nn.Linear holding its dequantized (or dense, pruned entries zero) weight; returns model."""
+    converted = (QuantLinear, SparseLinear)
+    for name, module in [(n, m) for n, m in model.named_modules() if isinstance(m, converted)]:
+        set_child(model, name, module.to_linear())
     return model

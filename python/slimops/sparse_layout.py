@@ -1,0 +1,165 @@
+"""choose_layout: the storage a pruned [N, K] weight runs fastest in, never slower than dense.
+
+The policy: find the structure of the weight's zeros (exact N:M groups, whole zero
+blocks), estimate each candidate format's cost against the dense layer as
+
+    stored density / the format's break-even density
+
+(the stored density counts what the format keeps and multiplies: the nonzeros for
+CSR, whole blocks for BSR, n of every m for N:M), and take the cheapest candidate
+below 1 whose op has a fast kernel for the call, as the kernel registry says.
+Otherwise the weight stays dense.
+"""
+
+import math
+import numbers
+from dataclasses import dataclass
+
+import torch
+
+from . import _ops  # noqa: F401  (registers the kernels the registry is asked about)
+from .backends.registry import Kernel, choose
+from .formats.sparse import FLOAT_DTYPES, NM_GROUPS, BSRWeight, CSRWeight, NMWeight
+
+__all__ = ["BREAK_EVEN_DENSITY", "LayoutChoice", "choose_layout"]
+
+KINDS = ("dense", "csr", "bsr", "nm")
+# Stored density above which a format's fast CPU kernel loses to the dense layer:
+# ((up to this many activation rows, density), ...), the first matching entry applies.
+# From bench/sparse_linear.py-style measurements at K = N = 4096 on a 2-core Zen 4 with
+# about 10% margin (break-even measured: CSR ~0.6 at 1-16 rows, ~0.48 at 128; BSR 16x16
+# ~0.4 at 1 row, > 0.7 at 16, ~0.55 at 128; 2:4 wins 1.4-2.5x up to 16 rows, 0.84x at 128).
+BREAK_EVEN_DENSITY = {
+    "csr": ((32, 0.5), (math.inf, 0.35)),
+    "bsr": ((2, 0.3), (32, 0.6), (math.inf, 0.4)),
+    "nm": ((32, 0.55), (math.inf, 0.45)),  # 2:4 (density 0.5) passes up to 32 rows
+}
+# Block sizes tried for BSR, largest (fewest index entries per value) first.
+BSR_BLOCKS = ((16, 16), (8, 8), (4, 4))
+# Every sparse op has this kernel: it rebuilds the dense weight on each call, so it is never faster.
+SLOW_FALLBACK = "torch"
+
+@dataclass(frozen=True)
+class LayoutChoice:
+    kind: str  # "dense", "csr", "bsr" or "nm"
+    block: tuple[int, int] | None = None  # for "bsr"
+    pattern: tuple[int, int] | None = None  # for "nm": (n, m)
+    reason: str = ""
+
+    def __str__(self) -> str:
+        return f"{describe(self.kind, self.block, self.pattern)} ({self.reason})"
+
+
+def describe(kind: str, block=None, pattern=None) -> str:
+    """"csr", "bsr 16x16", "nm 2:4" or "dense"."""
+    if kind == "bsr":
+        return f"bsr {block[0]}x{block[1]}"
+    if kind == "nm":
+        return f"nm {pattern[0]}:{pattern[1]}"
+    return kind
+
+
+def break_even_density(kind: str, rows: int) -> float:
+    return next(density for max_rows, density in BREAK_EVEN_DENSITY[kind] if rows <= max_rows)
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    kind: str
+    stored_density: float
+    block: tuple[int, int] | None = None
+    pattern: tuple[int, int] | None = None
+
+
+def choose_layout(weight: torch.Tensor, expected_rows: int = 1, device="cpu", dtype: torch.dtype = torch.float32,
+                  *, mask: torch.Tensor | None = None, int8: bool = False) -> LayoutChoice:
+    """The layout for weight [N, K] when it multiplies activations of dtype on device,
+    expected_rows rows at a time. mask (bool [N, K], True = kept) defaults to
+    weight != 0; int8=True asks about int8 values with per-row scales."""
+    _check_arguments(weight, expected_rows, dtype, mask)
+    mask = (weight != 0) if mask is None else mask
+    if weight.numel() == 0:
+        return LayoutChoice("dense", reason="the weight is empty")
+    if weight.dtype not in FLOAT_DTYPES:
+        return LayoutChoice("dense", reason=f"the sparse formats do not store {weight.dtype} values")
+    if dtype not in FLOAT_DTYPES:
+        return LayoutChoice("dense", reason=f"the sparse ops do not take {dtype} activations")
+    rejected = []
+    candidates = sorted(_candidates(mask), key=lambda c: c.stored_density / break_even_density(c.kind, expected_rows))
+    for candidate in candidates:  # a stable sort: on equal cost the earlier (2:4, larger blocks) wins
+        name = describe(candidate.kind, candidate.block, candidate.pattern)
+        limit = break_even_density(candidate.kind, expected_rows)
+        if candidate.stored_density > limit:
+            rejected.append(f"{name} stores {candidate.stored_density:.2f} > break-even {limit:.2f}")
+            continue
+        kernel = _fast_kernel(candidate, weight, mask, int8, expected_rows, torch.device(device), dtype)
+        if kernel is None:
+            rejected.append(f"{name} stores {candidate.stored_density:.2f} but has no fast kernel for this call")
+            continue
+        reason = (f"stores {candidate.stored_density:.2f} of the weight, below break-even {limit:.2f} "
+                  f"with expected_rows={expected_rows}; kernel {kernel.name}")
+        return LayoutChoice(candidate.kind, candidate.block, candidate.pattern, reason)
+    return LayoutChoice("dense", reason="; ".join(rejected))
+
+
+def _check_arguments(weight, expected_rows, dtype, mask) -> None:
+    if not isinstance(weight, torch.Tensor) or weight.dim() != 2:
+        raise ValueError(f"choose_layout: expected a 2-D [N, K] weight tensor, got {getattr(weight, 'shape', weight)}")
+    if isinstance(expected_rows, bool) or not isinstance(expected_rows, numbers.Integral) or expected_rows < 1:
+        raise ValueError(f"choose_layout: expected_rows must be a positive int, got {expected_rows!r}")
+    if not isinstance(dtype, torch.dtype):
+        raise TypeError(f"choose_layout: dtype must be a torch.dtype, got {dtype!r}")
+    if mask is not None and (not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool
+                             or mask.shape != weight.shape):
+        raise ValueError(f"choose_layout: mask must be a bool tensor of the weight's shape {tuple(weight.shape)}")
+
+
+def _candidates(mask: torch.Tensor) -> list[_Candidate]:
+    """CSR, BSR at every block size that tiles the weight, and for each group size m
+    the tightest exact n:m the weight fits; 2:4 before 4:8, larger blocks first."""
+    n, k = mask.shape
+    found = [_Candidate("csr", mask.float().mean().item())]
+    for bn, bk in BSR_BLOCKS:
+        if n % bn == 0 and k % bk == 0:
+            found.append(_Candidate("bsr", _kept_blocks(mask, (bn, bk)).float().mean().item(), block=(bn, bk)))
+    for m in NM_GROUPS:
+        if k % m == 0:
+            most_kept = max(int(mask.reshape(n, k // m, m).sum(dim=-1).max()), 1)
+            if most_kept < m:
+                found.append(_Candidate("nm", most_kept / m, pattern=(most_kept, m)))
+    return found
+
+
+def _fast_kernel(candidate, weight, mask, int8, rows, device, dtype) -> Kernel | None:
+    """The registry's kernel for the candidate's op on an x of `rows` rows, unless it is
+    only the slow fallback (or no kernel takes the call)."""
+    x = torch.zeros((rows, weight.shape[1]), dtype=dtype, device=weight.device)
+    op, args = _op_call(_build(candidate, weight, mask, int8), x)
+    try:
+        kernel = choose(op, device, dtype, args)
+    except NotImplementedError:
+        return None
+    return None if kernel.name == SLOW_FALLBACK else kernel
+
+
+def _build(candidate, weight, mask, int8):
+    if candidate.kind == "csr":
+        return CSRWeight.from_dense(weight, mask, quantize_int8=int8)
+    if candidate.kind == "bsr":
+        return BSRWeight.from_dense(weight, candidate.block, _kept_blocks(mask, candidate.block), quantize_int8=int8)
+    return NMWeight.from_dense(weight, candidate.pattern, mask, quantize_int8=int8)
+
+
+def _kept_blocks(mask: torch.Tensor, block: tuple[int, int]) -> torch.Tensor:
+    """bool [N/bn, K/bk]: the blocks holding a kept element."""
+    (n, k), (bn, bk) = mask.shape, block
+    return mask.reshape(n // bn, bn, k // bk, bk).any(dim=3).any(dim=1)
+
+
+def _op_call(w, x: torch.Tensor) -> tuple[str, tuple]:
+    """(op name, arguments, no bias) of the torch.ops.slimops op running the format object w on x."""
+    if isinstance(w, CSRWeight):
+        return "csr_linear", (x, w.row_ptr, w.col_idx, w.values, w.scale, w.shape[0], None)
+    if isinstance(w, BSRWeight):
+        return "bsr_linear", (x, w.block_row_ptr, w.block_col_idx, w.values, w.scale, w.shape[0], None)
+    return "nm_linear", (x, w.values, w.indices, w.scale, *w.pattern, None)
