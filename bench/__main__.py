@@ -6,10 +6,12 @@ import sys
 
 import torch
 
-from . import ceilings, dwsep_conv2d, harness, int8_linear, minilm, report, w4a8_linear, w4a16_linear, w8a16_linear
+from . import (ceilings, dwsep_conv2d, harness, int8_linear, minilm, report, sparse_linear, w4a8_linear, w4a16_linear,
+               w8a16_linear)
 
 # One entry per op family: name -> run(device, quick, budget_s, log) returning row dicts.
-FAMILIES = {"dwsep_conv2d": dwsep_conv2d.run, "int8_linear": int8_linear.run, "minilm": minilm.run, "w4a8_linear": w4a8_linear.run,
+FAMILIES = {"dwsep_conv2d": dwsep_conv2d.run, "int8_linear": int8_linear.run, "minilm": minilm.run,
+            "sparse_linear": sparse_linear.run, "w4a8_linear": w4a8_linear.run,
             "w4a16_linear": w4a16_linear.run, "w8a16_linear": w8a16_linear.run}
 
 # Wall time per row; --quick is what the test suite uses.
