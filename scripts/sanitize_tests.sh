@@ -22,4 +22,4 @@ LD_PRELOAD="$preload" \
   UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
   PYTHONPATH="$site" \
   "$python" -m pytest -q -p no:cacheprovider -k "not compile and not opcheck" \
-  tests/test_int8_linear.py tests/test_w8a16_linear.py tests/test_w4a8_linear.py tests/test_w4a16_linear.py tests/test_dwsep_conv2d.py tests/test_quant_linear.py tests/test_csr_linear_cpu.py tests/test_sanitizer_build.py
+  tests/test_int8_linear.py tests/test_w8a16_linear.py tests/test_w4a8_linear.py tests/test_w4a16_linear.py tests/test_dwsep_conv2d.py tests/test_quant_linear.py tests/test_csr_linear_cpu.py tests/test_bsr_nm_linear_cpu.py tests/test_sanitizer_build.py
