@@ -92,8 +92,8 @@ Status run_weight(const Call& c, const Weight& w) {
 }
 
 #ifdef SLIMOPS_X86
-// N:M at one or two rows on AVX-512: nm_rows_avx512, on tasks of output rows.
-Status run_rows(const Call& c, const NmWeight& w) {
+// N:M at one or two rows: the ISA's streaming kernel, on tasks of output rows.
+Status run_rows(const Call& c, const NmWeight& w, bool (*rows)(const Rows&, const NmWeight&)) {
   const int nthreads = threads_for(c.M, c.N, std::max<int64_t>(1, c.row_elements), c.nthreads);
   const int64_t want_tasks = 32 * int64_t{nthreads};
   const int64_t n_block = std::clamp<int64_t>((c.N + want_tasks - 1) / want_tasks, 8, 1024);
@@ -103,7 +103,7 @@ Status run_rows(const Call& c, const NmWeight& w) {
     if (bad.load(std::memory_order_relaxed)) return;
     const int64_t n_begin = task * n_block;
     const Rows r{c.x, c.bias, c.y, c.M, c.K, c.x_row_stride, c.N, n_begin, std::min(c.N, n_begin + n_block)};
-    if (!nm_rows_avx512(r, w)) bad.store(true, std::memory_order_relaxed);
+    if (!rows(r, w)) bad.store(true, std::memory_order_relaxed);
   });
   return bad.load() ? Status::kBadPosition : Status::kOk;
 }
@@ -143,7 +143,8 @@ Status run(const Call& c, const CsrWeight& w) { return run_weight(c, w); }
 Status run(const Call& c, const BsrWeight& w) { return run_weight(c, w); }
 Status run(const Call& c, const NmWeight& w) {
 #ifdef SLIMOPS_X86
-  if (c.M <= 2 && active_cpu_isa() == CpuIsa::kAvx512Vnni) return run_rows(c, w);
+  if (c.M <= 2 && active_cpu_isa() == CpuIsa::kAvx512Vnni) return run_rows(c, w, nm_rows_avx512);
+  if (c.M <= 2 && active_cpu_isa() == CpuIsa::kAvx2) return run_rows(c, w, nm_rows_avx2);
 #endif
   return run_weight(c, w);
 }

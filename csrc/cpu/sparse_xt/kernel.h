@@ -163,6 +163,21 @@ struct BsrPackedWalk {
   }
 };
 
+// The position fields of a run of count <= kLanes kept values (starting on a
+// byte: kLanes fields fill whole bytes), as 32-bit words, zero past count.
+template <int M>
+constexpr int kRunWords = M == 4 ? 1 : 2;
+template <int M>
+inline void load_run_fields(const uint8_t* src, int count, uint32_t (&words)[kRunWords<M>]) {
+  constexpr int kBits = M == 4 ? 2 : 4;
+  for (uint32_t& word : words) word = 0;
+  if (count == kLanes) {
+    std::memcpy(words, src, sizeof(words));
+  } else {  // the row's last bytes only
+    for (int i = 0; i < (count * kBits + 7) / 8; ++i) words[i / 4] |= uint32_t{src[i]} << (8 * (i % 4));
+  }
+}
+
 // From one run of kLanes kept values to the next: the group and place in it
 // of the run's first value (the division is done once, in NmWeight).
 inline void advance_run(const NmWeight& w, int64_t* q, int* p) {
@@ -190,14 +205,8 @@ struct NmWalk {
     int p = 0;
     for (int64_t j = 0; j < w.kept; j += kLanes) {
       run.count = static_cast<int>(min64(kLanes, w.kept - j));
-      // The run's fields as 32-bit words: one for m = 4, two for m = 8.
-      const uint8_t* src = fields + j / kLanes * kRunBytes;
-      uint32_t words[kRunBytes / 4] = {};
-      if (run.count == kLanes) {
-        std::memcpy(words, src, kRunBytes);
-      } else {  // the row's last bytes only
-        for (int i = 0; i < (run.count * kBits + 7) / 8; ++i) words[i / 4] |= uint32_t{src[i]} << (8 * (i % 4));
-      }
+      uint32_t words[kRunWords<M>];
+      load_run_fields<M>(fields + j / kLanes * kRunBytes, run.count, words);
       if (!S::template nm_columns<M>(words, static_cast<int32_t>(q * M), w.group_step[p], run.cols)) return false;
       run.values = w.values + n * w.kept + j;
       f(run);
@@ -288,8 +297,9 @@ bool nm_avx512(const Tiles& t, const NmWeight& w);
 bool csr_avx512_half(const Tiles& t, const CsrWeight& w);
 bool bsr_avx512_half(const Tiles& t, const BsrWeight& w);
 bool nm_avx512_half(const Tiles& t, const NmWeight& w);
-// N:M for M <= 2 rows (false also for M > 2).
+// N:M for M <= 2 rows, streaming the weight once (false also for M > 2).
 bool nm_rows_avx512(const Rows& r, const NmWeight& w);
+bool nm_rows_avx2(const Rows& r, const NmWeight& w);
 
 }  // namespace sparse_xt
 }  // namespace slimops

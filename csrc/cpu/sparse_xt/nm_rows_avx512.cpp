@@ -18,13 +18,9 @@ namespace {
 // on a field >= M.
 template <int M>
 inline bool run_columns(const NmWeight& w, const uint8_t* src, int count, int64_t q, int p, __m512i* cols) {
-  constexpr int kBits = M == 4 ? 2 : 4, kRunBytes = 16 * kBits / 8;
-  uint32_t words[kRunBytes / 4] = {};
-  if (count == 16) {
-    std::memcpy(words, src, kRunBytes);
-  } else {
-    for (int i = 0; i < (count * kBits + 7) / 8; ++i) words[i / 4] |= uint32_t{src[i]} << (8 * (i % 4));
-  }
+  constexpr int kBits = M == 4 ? 2 : 4;
+  uint32_t words[kRunWords<M>];
+  load_run_fields<M>(src, count, words);
   // Lane l's field sits at bit kBits * l of the run: in word 0 for m = 4; in
   // word l / 8 for m = 8.
   alignas(64) static constexpr int32_t kShifts[2][16] = {
