@@ -4,7 +4,7 @@
 # Usage, from the repository root: OUT=/some/dir bash scripts/gpu_check.sh
 # Nothing is downloaded. Every step runs even when an earlier one fails, under a
 # shared deadline (DEADLINE_S, default 290 s), so one run reports everything.
-# Files written under $OUT: env.txt build.log tests.log bench.log gpu_bench.json
+# Files written under $OUT: env.txt build.log tests.log bench.log gpu_bench.json gpu_bench_sparse.json
 # (+ the bench plot, if matplotlib is there) summary.txt.
 set -uo pipefail
 export PYTHONUNBUFFERED=1
@@ -75,12 +75,13 @@ run_tests() {
   SLIMOPS_ALLOW_UNVERIFIED=1 "$PY" -m pytest -q -rfs -p no:cacheprovider -n 8 "$@"
 }
 
-# bench SECONDS_LEFT
+# bench SECONDS_LEFT JSON_NAME [bench options...]
 bench() {
-  local quick=()
+  local left=$1 json=$2 quick=()
+  shift 2
   # With under a minute left, a short pass says more than a killed full one.
-  if [ "$1" -lt 60 ]; then quick=(--quick); fi
-  SLIMOPS_ALLOW_UNVERIFIED=1 "$PY" -m bench --device cuda --json "$OUT/gpu_bench.json" "${quick[@]}"
+  if [ "$left" -lt 60 ]; then quick=(--quick); fi
+  SLIMOPS_ALLOW_UNVERIFIED=1 "$PY" -m bench --device cuda --json "$OUT/$json" "${quick[@]}" "$@"
 }
 
 export OUT PY
@@ -89,7 +90,12 @@ export -f env_report build run_tests bench
 STEP_NOTE='^(device|python torch) ' step env 20 "$OUT/env.txt" env_report
 STEP_NOTE='^installed |error|Error' step build 180 "$OUT/build.log" build
 STEP_NOTE='passed|failed|skipped|error' step tests 130 "$OUT/tests.log" run_tests tests/test_cuda_*.py tests/test_triton_*.py
-STEP_NOTE='^targets:|[Ee]rror' step bench 200 "$OUT/bench.log" bench $((DEADLINE - SECONDS))
+# The sparse rows (new, and their Triton kernels compile on first use) run last and write their own
+# JSON, so a timeout there cannot cost the other rows.
+STEP_NOTE='^targets:|[Ee]rror' step bench 200 "$OUT/bench.log" bench $((DEADLINE - SECONDS)) gpu_bench.json \
+  --ops dwsep_conv2d,int8_linear,minilm,w4a16_linear
+STEP_NOTE='^targets:|[Ee]rror' step sparse 120 "$OUT/bench.log" bench $((DEADLINE - SECONDS)) gpu_bench_sparse.json \
+  --ops sparse_linear
 
 {
   echo
