@@ -187,11 +187,12 @@ def test_bad_shapes_are_refused_by_the_entry_points():
     v, idx = torch.randn(8, 6), torch.zeros(8, 2, dtype=torch.uint8)
     for n, m in [(2, 5), (0, 4), (4, 4), (2, 8)]:  # m not 4/8, n out of range, m not dividing K = 12
         with pytest.raises(ValueError, match="pattern does not fit"):
-            slimops._C.nm_linear_cpu(x.data_ptr(), 2, 12, 12, v.data_ptr(), idx.data_ptr(), 8, n, m, 0, y.data_ptr(), 1)
+            slimops._C.nm_linear_cpu(x.data_ptr(), 2, 12, 12, v.data_ptr(), 4, 0, idx.data_ptr(), 8, n, m, 0, y.data_ptr(),
+                                     1)
     ptr = torch.zeros(3, dtype=torch.int32)
     for bn, bk in [(3, 4), (4, 5), (0, 4)]:
         with pytest.raises(ValueError, match="block shape"):
-            slimops._C.bsr_linear_cpu(x.data_ptr(), 2, 12, 12, ptr.data_ptr(), 4, ptr.data_ptr(), 2, 0, v.data_ptr(),
+            slimops._C.bsr_linear_cpu(x.data_ptr(), 2, 12, 12, ptr.data_ptr(), 4, ptr.data_ptr(), 2, 0, v.data_ptr(), 4, 0,
                                       8, bn, bk, 0, y.data_ptr(), 1)
 
 
@@ -205,3 +206,47 @@ def test_chooser_picks_cpu_c_for_float32_values_only():
     bw = bsr_weight(8, 16, (4, 4), 0.5)
     args = (x, bw.block_row_ptr, bw.block_col_idx, bw.values, None, 8, b)
     assert choose("bsr_linear", x.device, x.dtype, args).name == "cpu_c"
+
+
+# ---- int8 values with per-row scales (sparse + quantized) ----------------------
+def int8_pair(fmt):
+    """(int8 format, the same arrays with the int8 values widened to float32)."""
+    g = torch.Generator().manual_seed(7)
+    w = torch.randn(40, 96, generator=g)
+    if fmt == "csr":
+        q = CSRWeight.from_dense(w, torch.rand(40, 96, generator=g) >= 0.7, quantize_int8=True)
+        return q, CSRWeight(q.row_ptr, q.col_idx, q.values.float(), q.shape)
+    if fmt == "bsr":
+        q = BSRWeight.from_dense(w, (8, 16), torch.rand(5, 6, generator=g) >= 0.5, quantize_int8=True)
+        return q, BSRWeight(q.block_row_ptr, q.block_col_idx, q.values.float(), q.shape, q.block)
+    keep = (torch.rand(40, 24, 4, generator=g).argsort(dim=-1) < 2).reshape(40, 96)
+    q = NMWeight.from_dense(w * keep, (2, 4), quantize_int8=True)
+    return q, NMWeight(q.values.float(), q.indices, q.shape, q.pattern)
+
+
+def run_int8(w, x, bias=None):
+    if isinstance(w, CSRWeight):
+        return cpu.csr_linear(x, w.row_ptr, w.col_idx, w.values, w.scale, w.shape[0], bias)
+    if isinstance(w, BSRWeight):
+        return cpu.bsr_linear(x, w.block_row_ptr, w.block_col_idx, w.values, w.scale, w.shape[0], bias)
+    return cpu.nm_linear(x, w.values, w.indices, w.scale, *w.pattern, bias)
+
+
+@pytest.mark.parametrize("m", [1, 2, 3, 17])
+@pytest.mark.parametrize("fmt", ["csr", "bsr", "nm"])
+def test_int8_values_are_the_float_sum_times_the_scale(cpu_isa, fmt, m):
+    # Documented order: the sum over the widened values, times scale[n] (one rounding), plus the bias.
+    q, widened = int8_pair(fmt)
+    x, b = inputs(m, 96, 40)
+    want = run_int8(widened, x) * q.scale + b
+    assert torch.equal(run_int8(q, x, b), want)
+
+
+@pytest.mark.parametrize("fmt", ["csr", "bsr", "nm"])
+def test_int8_values_match_the_dequantized_reference(fmt):
+    q, _ = int8_pair(fmt)
+    x, b = inputs(5, 96, 40)
+    dense = q.to_dense().double()
+    want = x.double() @ dense.T + b.double()
+    np.testing.assert_allclose(run_int8(q, x, b).double().numpy(), want.numpy(), rtol=1e-5, atol=1e-4)
+    assert_every_isa_agrees(lambda: run_int8(q, x, b))

@@ -351,3 +351,11 @@ def test_choose_layout_bad_input():
         slimops.choose_layout(torch.ones(4, 4), mask=torch.ones(4, 4))
     with pytest.raises(TypeError, match="dtype"):
         slimops.choose_layout(torch.ones(4, 4), dtype="float32")
+
+
+def test_int8_values_have_their_own_break_even_at_few_rows():
+    w = random_weight()
+    two_four = w * prune.nm_mask(w, 2, 4)
+    assert slimops.choose_layout(two_four, expected_rows=1).kind == "nm"
+    assert slimops.choose_layout(two_four, expected_rows=1, int8=True).kind == "dense"  # 0.5 > 0.45
+    assert slimops.choose_layout(two_four, expected_rows=16, int8=True).kind == "nm"

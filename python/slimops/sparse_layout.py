@@ -34,6 +34,10 @@ BREAK_EVEN_DENSITY = {
     "bsr": ((2, 0.3), (32, 0.6), (math.inf, 0.4)),
     "nm": ((32, 0.55), (math.inf, 0.45)),  # 2:4 (density 0.5) passes up to 32 rows
 }
+# int8 values at 1-2 rows run the xT kernel (no streaming int8 kernel), which wastes most of its
+# tiles there: measured CSR ~0.4, 2:4 0.86x dense at 1 row. From 3 rows the float table applies.
+BREAK_EVEN_DENSITY_INT8_FEW_ROWS = {"csr": 0.3, "bsr": 0.3, "nm": 0.45}
+INT8_FEW_ROWS = 2
 # Block sizes tried for BSR, largest (fewest index entries per value) first.
 BSR_BLOCKS = ((16, 16), (8, 8), (4, 4))
 # Every sparse op has this kernel: it rebuilds the dense weight on each call, so it is never faster.
@@ -59,7 +63,9 @@ def describe(kind: str, block=None, pattern=None) -> str:
     return kind
 
 
-def break_even_density(kind: str, rows: int) -> float:
+def break_even_density(kind: str, rows: int, int8: bool = False) -> float:
+    if int8 and rows <= INT8_FEW_ROWS:
+        return BREAK_EVEN_DENSITY_INT8_FEW_ROWS[kind]
     return next(density for max_rows, density in BREAK_EVEN_DENSITY[kind] if rows <= max_rows)
 
 
@@ -85,10 +91,13 @@ def choose_layout(weight: torch.Tensor, expected_rows: int = 1, device="cpu", dt
     if dtype not in FLOAT_DTYPES:
         return LayoutChoice("dense", reason=f"the sparse ops do not take {dtype} activations")
     rejected = []
-    candidates = sorted(_candidates(mask), key=lambda c: c.stored_density / break_even_density(c.kind, expected_rows))
+    def cost(c):
+        return c.stored_density / break_even_density(c.kind, expected_rows, int8)
+
+    candidates = sorted(_candidates(mask), key=cost)
     for candidate in candidates:  # a stable sort: on equal cost the earlier (2:4, larger blocks) wins
         name = describe(candidate.kind, candidate.block, candidate.pattern)
-        limit = break_even_density(candidate.kind, expected_rows)
+        limit = break_even_density(candidate.kind, expected_rows, int8)
         if candidate.stored_density > limit:
             rejected.append(f"{name} stores {candidate.stored_density:.2f} > break-even {limit:.2f}")
             continue

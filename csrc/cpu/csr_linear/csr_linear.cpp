@@ -38,18 +38,22 @@ RowsFn rows_for(CpuIsa isa) {
 }  // namespace
 
 Status csr_linear_cpu(const float* x, int64_t M, int64_t K, int64_t x_row_stride, const void* row_ptr,
-                      int row_ptr_bytes, const void* col_idx, int col_idx_bytes, int64_t nnz, const float* values,
-                      int64_t N, const float* bias, float* y, int nthreads) {
+                      int row_ptr_bytes, const void* col_idx, int col_idx_bytes, int64_t nnz, const void* values,
+                      int value_bytes, const float* scale, int64_t N, const float* bias, float* y, int nthreads) {
   Status s = sparse_xt::check_sizes(M, K, N, nnz, x_row_stride);
   if (s != Status::kOk) return s;
   if (row_ptr == nullptr || (nnz != 0 && (col_idx == nullptr || values == nullptr))) return Status::kNullPointer;
   s = sparse_xt::check_row_ptr(row_ptr, row_ptr_bytes, col_idx_bytes, N, nnz);
   if (s != Status::kOk) return s;
+  sparse_xt::Values v;
+  s = sparse_xt::make_values(values, value_bytes, scale, &v);
+  if (s != Status::kOk) return s;
   if (M == 0 || N == 0) return Status::kOk;
   if ((K != 0 && x == nullptr) || y == nullptr) return Status::kNullPointer;
   const int64_t mean_row_nnz = std::max<int64_t>(1, nnz / N);
-  if (M > kCsrGatherMaxRows) {
-    const sparse_xt::CsrWeight w{row_ptr, col_idx, values, row_ptr_bytes, col_idx_bytes, static_cast<uint32_t>(K)};
+  // The gather kernels take float32 values; int8 ones run the xT kernel.
+  if (M > kCsrGatherMaxRows || v.i8 != nullptr) {
+    const sparse_xt::CsrWeight w{row_ptr, col_idx, v, row_ptr_bytes, col_idx_bytes, static_cast<uint32_t>(K)};
     return sparse_xt::run({x, M, K, x_row_stride, N, bias, y, nthreads, mean_row_nnz}, w);
   }
   const RowsFn rows = rows_for(active_cpu_isa());
@@ -59,7 +63,7 @@ Status csr_linear_cpu(const float* x, int64_t M, int64_t K, int64_t x_row_stride
   const int64_t want_tasks = 32 * int64_t{nthreads};
   const int64_t n_block = std::clamp<int64_t>((N + want_tasks - 1) / want_tasks, 8, 1024);
   const int64_t tasks = (N + n_block - 1) / n_block;
-  const Rows base{x, row_ptr, col_idx, values, bias, y, M, K, N, x_row_stride, row_ptr_bytes, col_idx_bytes,
+  const Rows base{x, row_ptr, col_idx, v.f32, bias, y, M, K, N, x_row_stride, row_ptr_bytes, col_idx_bytes,
                   static_cast<uint32_t>(std::min<int64_t>(K, int64_t{1} << 31)), 0, 0};
   std::atomic<bool> bad_index{false};
   parallel_for(tasks, nthreads, [&](int64_t task) {

@@ -139,12 +139,25 @@ Status check_row_ptr(const void* ptr, int ptr_bytes, int idx_bytes, int64_t rows
   return valid ? Status::kOk : Status::kBadRowPtr;
 }
 
+Status make_values(const void* values, int value_bytes, const float* scale, Values* out) {
+  if (value_bytes == 4 && scale == nullptr) {
+    *out = {static_cast<const float*>(values), nullptr, nullptr};
+  } else if (value_bytes == 1 && scale != nullptr) {
+    *out = {nullptr, static_cast<const int8_t*>(values), scale};
+  } else {
+    return Status::kBadValues;
+  }
+  return Status::kOk;
+}
+
 Status run(const Call& c, const CsrWeight& w) { return run_weight(c, w); }
 Status run(const Call& c, const BsrWeight& w) { return run_weight(c, w); }
 Status run(const Call& c, const NmWeight& w) {
 #ifdef SLIMOPS_X86
-  if (c.M <= 2 && active_cpu_isa() == CpuIsa::kAvx512Vnni) return run_rows(c, w, nm_rows_avx512);
-  if (c.M <= 2 && active_cpu_isa() == CpuIsa::kAvx2) return run_rows(c, w, nm_rows_avx2);
+  // The streaming kernels take float32 values; int8 ones run the xT kernel.
+  const bool stream = c.M <= 2 && w.values.f32 != nullptr;
+  if (stream && active_cpu_isa() == CpuIsa::kAvx512Vnni) return run_rows(c, w, nm_rows_avx512);
+  if (stream && active_cpu_isa() == CpuIsa::kAvx2) return run_rows(c, w, nm_rows_avx2);
 #endif
   return run_weight(c, w);
 }

@@ -1,7 +1,7 @@
 // The transposed-activation ("xT") kernel of the sparse linear ops, written
 // once for a vector type S and compiled per ISA (scalar.cpp, avx2.cpp,
 // avx512_vnni.cpp). S provides V, kWidth, zero(), set1(f), load(p), store(p, v),
-// add(a, b) and fma(a, b, c) = a * b + c rounded once; and the column decoders
+// add(a, b), mul(a, b) and fma(a, b, c) = a * b + c rounded once; and the column decoders
 // columns.h: widen_columns (16 CSR indices, range-checked) and
 // nm_columns<m> (16 N:M columns from their packed fields, checked).
 //
@@ -64,11 +64,29 @@ inline int64_t read_index(const void* p, int bytes, int64_t i) {
 // columns are cols[], or first, first + 1, ... when contiguous (BSR blocks).
 struct Run {
   alignas(64) int32_t cols[kLanes];
+  alignas(64) float widened[kLanes];  // int8 values, as floats (exact)
   const float* values;
   int count;
   bool contiguous = false;
   int64_t first = 0;
 };
+
+// Points run.values at count stored values from offset: in place for float32,
+// widened into run.widened for int8.
+[[gnu::always_inline]] inline void read_values(const Values& v, int64_t offset, int count, Run& run) {
+  if (v.f32 != nullptr) {
+    run.values = v.f32 + offset;
+    return;
+  }
+  if (count == kLanes) {
+    for (int l = 0; l < kLanes; ++l) run.widened[l] = v.i8[offset + l];
+  } else {
+    for (int l = 0; l < count; ++l) run.widened[l] = v.i8[offset + l];
+  }
+  run.values = run.widened;
+}
+
+inline float value_at(const Values& v, int64_t i) { return v.f32 != nullptr ? v.f32[i] : v.i8[i]; }
 
 // Walks: Walk::row<S>(w, n, f) calls f(run) for row n's stored elements,
 // kLanes at a time, and returns false on a bad index or field. Each walk has
@@ -93,7 +111,7 @@ struct CsrWalk {
           run.cols[l] = c;
         }
       }
-      run.values = w.values + j;
+      read_values(w.values, j, run.count, run);
       f(run);
     }
     return true;
@@ -126,10 +144,10 @@ struct BsrWholeRunsWalk {
     for (int64_t b = br.begin; b < br.end; ++b) {
       int64_t c;
       if (!bsr_block_col(w, b, &c)) return false;
-      const float* v = w.values + (b * w.bn + br.r) * w.bk;
+      const int64_t v = (b * w.bn + br.r) * w.bk;
       for (int64_t k = 0; k < w.bk; k += kLanes) {
         run.first = c * w.bk + k;
-        run.values = v + k;
+        read_values(w.values, v + k, kLanes, run);
         f(run);
       }
     }
@@ -149,10 +167,10 @@ struct BsrPackedWalk {
     for (int64_t b = br.begin; b < br.end; ++b) {
       int64_t c;
       if (!bsr_block_col(w, b, &c)) return false;
-      const float* v = w.values + (b * w.bn + br.r) * w.bk;
+      const int64_t v = (b * w.bn + br.r) * w.bk;
       for (int64_t k = 0; k < w.bk; ++k) {
         run.cols[run.count] = static_cast<int32_t>(c * w.bk + k);
-        values[run.count] = v[k];
+        values[run.count] = value_at(w.values, v + k);
         if (++run.count == kLanes || (b + 1 == br.end && k + 1 == w.bk)) {
           f(run);
           run.count = 0;
@@ -208,7 +226,7 @@ struct NmWalk {
       uint32_t words[kRunWords<M>];
       load_run_fields<M>(fields + j / kLanes * kRunBytes, run.count, words);
       if (!S::template nm_columns<M>(words, static_cast<int32_t>(q * M), w.group_step[p], run.cols)) return false;
-      run.values = w.values + n * w.kept + j;
+      read_values(w.values, n * w.kept + j, run.count, run);
       f(run);
       advance_run(w, &q, &p);
     }
@@ -234,13 +252,16 @@ template <class S, size_t... L>
   }
 }
 
-// Step 2 of the float order on whole vectors, then the bias.
+// Step 2 of the float order on whole vectors, then the int8 scale (one
+// rounding) and the bias.
 template <class S>
-[[gnu::always_inline]] inline typename S::V finish(typename S::V (&acc)[kLanes], const float* bias, int64_t n) {
+[[gnu::always_inline]] inline typename S::V finish(typename S::V (&acc)[kLanes], const float* scale,
+                                                   const float* bias, int64_t n) {
   for (int width = kLanes / 2; width >= 1; width /= 2) {
     for (int l = 0; l < width; ++l) acc[l] = S::add(acc[l], acc[l + width]);
   }
-  return bias != nullptr ? S::add(acc[0], S::set1(bias[n])) : acc[0];
+  const typename S::V sum = scale != nullptr ? S::mul(acc[0], S::set1(scale[n])) : acc[0];
+  return bias != nullptr ? S::add(sum, S::set1(bias[n])) : sum;
 }
 
 template <class S, class Walk, class Weight>
@@ -257,7 +278,7 @@ bool run_tiles(const Tiles& t, const Weight& w) {
         fma_run<S>(xt, run, acc, std::make_index_sequence<kLanes>());
       });
       if (!ok) return false;
-      S::store(t.yt + (n - t.n_begin) * T, finish<S>(acc, t.bias, n));
+      S::store(t.yt + (n - t.n_begin) * T, finish<S>(acc, w.values.scale, t.bias, n));
     }
     const int64_t tile_rows = min64(T, t.M - m0);
     for (int64_t i = 0; i < tile_rows; ++i) {
@@ -297,7 +318,8 @@ bool nm_avx512(const Tiles& t, const NmWeight& w);
 bool csr_avx512_half(const Tiles& t, const CsrWeight& w);
 bool bsr_avx512_half(const Tiles& t, const BsrWeight& w);
 bool nm_avx512_half(const Tiles& t, const NmWeight& w);
-// N:M for M <= 2 rows, streaming the weight once (false also for M > 2).
+// N:M with float32 values for M <= 2 rows, streaming the weight once (false
+// also for M > 2).
 bool nm_rows_avx512(const Rows& r, const NmWeight& w);
 bool nm_rows_avx2(const Rows& r, const NmWeight& w);
 

@@ -24,7 +24,7 @@ bool rows(const Rows& r, const NmWeight& w) {
   constexpr int kBits = M == 4 ? 2 : 4, kRunBytes = 16 * kBits / 8;
   for (int64_t n = r.n_begin; n < r.n_end; ++n) {
     const uint8_t* fields = w.indices + n * w.row_bytes;
-    const float* values = w.values + n * w.kept;
+    const float* values = w.values.f32 + n * w.kept;
     __m256 acc[R][2];
     for (int i = 0; i < R; ++i) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
     int64_t q = 0;

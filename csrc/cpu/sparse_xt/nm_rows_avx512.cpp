@@ -52,7 +52,7 @@ bool rows(const Rows& r, const NmWeight& w) {
   const bool permute = span <= 32;
   for (int64_t n = r.n_begin; n < r.n_end; ++n) {
     const uint8_t* fields = w.indices + n * w.row_bytes;
-    const float* values = w.values + n * w.kept;
+    const float* values = w.values.f32 + n * w.kept;
     __m512 acc[R];
     for (int i = 0; i < R; ++i) acc[i] = _mm512_setzero_ps();
     int64_t q = 0;

@@ -16,6 +16,7 @@ struct Scalar : PortableColumns {
   static V load(const float* p) { return *p; }
   static void store(float* p, V v) { *p = v; }
   static V add(V a, V b) { return a + b; }
+  static V mul(V a, V b) { return a * b; }
   static V fma(V a, V b, V c) { return std::fma(a, b, c); }
 };
 

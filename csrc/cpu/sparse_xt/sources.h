@@ -12,10 +12,18 @@
 namespace slimops {
 namespace sparse_xt {
 
+// Stored values: float32, or int8 with a float32 scale per output row
+// (W[n, k] = v * scale[n]); exactly one of f32 and i8 is set.
+struct Values {
+  const float* f32;
+  const int8_t* i8;
+  const float* scale;  // [N], with i8
+};
+
 struct CsrWeight {
   const void* row_ptr;  // [N + 1], int32 or int64 (row_ptr_bytes)
   const void* col_idx;  // [nnz], int16 or int32 (col_idx_bytes)
-  const float* values;  // [nnz]
+  Values values;  // [nnz]
   int row_ptr_bytes, col_idx_bytes;
   uint32_t col_limit;  // K (indices compare as uint32, so negative ones fail)
 };
@@ -23,7 +31,7 @@ struct CsrWeight {
 struct BsrWeight {
   const void* block_row_ptr;  // [N / bn + 1], int32 or int64
   const void* block_col_idx;  // [blocks], int16 or int32
-  const float* values;        // [blocks][bn][bk]
+  Values values;              // [blocks][bn][bk]
   int row_ptr_bytes, col_idx_bytes;
   int64_t bn, bk;
   uint32_t block_col_limit;  // K / bk
@@ -31,7 +39,7 @@ struct BsrWeight {
 
 // n of every m elements kept; m is 4 (2-bit fields) or 8 (4-bit fields).
 struct NmWeight {
-  const float* values;     // [N][kept], kept = K / m * n
+  Values values;           // [N][kept], kept = K / m * n
   const uint8_t* indices;  // [N][row_bytes] packed position fields, low bits first
   int64_t kept, row_bytes;
   int n, m;

@@ -19,6 +19,7 @@ enum class Status : int {
   kBadColumnIndex = 10,
   kBadShape = 11,
   kBadPosition = 12,
+  kBadValues = 13,
 };
 
 inline const char* status_message(Status s) {
@@ -49,6 +50,8 @@ inline const char* status_message(Status s) {
       return "the block shape or N:M pattern does not fit the weight";
     case Status::kBadPosition:
       return "an N:M position field is outside its group";
+    case Status::kBadValues:
+      return "values must be float32 (no scale) or int8 with a float32 scale per output row";
   }
   return "unknown error";
 }

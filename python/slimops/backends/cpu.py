@@ -108,31 +108,35 @@ def w4a8_linear(x, w_packed, w_scale, w_zero_point, group_size, bias):
     return _as_output(y, x)
 
 
-def _float32_values(values):
-    """The CPU sparse kernels take float32 values; others (fp16, bf16, and int8
-    with a scale) go to the plain-torch path."""
-    return None if values.dtype == torch.float32 else f"takes float32 values, not {values.dtype}"
+def _takes_values(values):
+    """The CPU sparse kernels take float32 values, and int8 ones with their scale;
+    fp16 and bf16 go to the plain-torch path."""
+    return None if values.dtype in (torch.float32, torch.int8) else f"takes float32 or int8 values, not {values.dtype}"
 
 
 def csr_linear_declines(x, row_ptr, col_idx, values, scale, n, bias):
-    return _float32_values(values)
+    return _takes_values(values)
 
 
 def bsr_linear_declines(x, block_row_ptr, block_col_idx, values, scale, n, bias):
-    return _float32_values(values)
+    return _takes_values(values)
 
 
 def nm_linear_declines(x, values, indices, scale, pattern_n, pattern_m, bias):
-    return _float32_values(values)
+    return _takes_values(values)
+
+
+def _values_args(values, scale):
+    """(values pointer, value width in bytes, scale pointer) for the native sparse entry points."""
+    return values.data_ptr(), values.element_size(), _ptr(scale)
 
 
 def csr_linear(x, row_ptr, col_idx, values, scale, n, bias):
-    """float32 values only (scale is then None); the chooser sends others to plain torch."""
     x2, bias = _rows_f32(x), _bias_f32(bias)  # named: a temporary would be freed before the call
     rows, k = x2.shape
     y = torch.empty((rows, n), dtype=torch.float32)
     _C.csr_linear_cpu(x2.data_ptr(), rows, k, x2.stride(0), row_ptr.data_ptr(), row_ptr.element_size(),
-                      col_idx.data_ptr(), col_idx.element_size(), col_idx.numel(), values.data_ptr(), n,
+                      col_idx.data_ptr(), col_idx.element_size(), col_idx.numel(), *_values_args(values, scale), n,
                       _ptr(bias), y.data_ptr(), torch.get_num_threads())
     return _as_output(y, x)
 
@@ -143,8 +147,8 @@ def bsr_linear(x, block_row_ptr, block_col_idx, values, scale, n, bias):
     y = torch.empty((rows, n), dtype=torch.float32)
     bn, bk = values.shape[1:]
     _C.bsr_linear_cpu(x2.data_ptr(), rows, k, x2.stride(0), block_row_ptr.data_ptr(), block_row_ptr.element_size(),
-                      block_col_idx.data_ptr(), block_col_idx.element_size(), block_col_idx.numel(), values.data_ptr(),
-                      n, bn, bk, _ptr(bias), y.data_ptr(), torch.get_num_threads())
+                      block_col_idx.data_ptr(), block_col_idx.element_size(), block_col_idx.numel(),
+                      *_values_args(values, scale), n, bn, bk, _ptr(bias), y.data_ptr(), torch.get_num_threads())
     return _as_output(y, x)
 
 
@@ -153,8 +157,8 @@ def nm_linear(x, values, indices, scale, pattern_n, pattern_m, bias):
     rows, k = x2.shape
     n = values.shape[0]
     y = torch.empty((rows, n), dtype=torch.float32)
-    _C.nm_linear_cpu(x2.data_ptr(), rows, k, x2.stride(0), values.data_ptr(), indices.data_ptr(), n, pattern_n,
-                     pattern_m, _ptr(bias), y.data_ptr(), torch.get_num_threads())
+    _C.nm_linear_cpu(x2.data_ptr(), rows, k, x2.stride(0), *_values_args(values, scale), indices.data_ptr(), n,
+                     pattern_n, pattern_m, _ptr(bias), y.data_ptr(), torch.get_num_threads())
     return _as_output(y, x)
 
 
