@@ -1,7 +1,7 @@
 // Column decoders of the xT kernel (kernel.h), for one full run of 16 stored
 // elements; each returns false on a bad index or field (internal linkage: the
 // header is compiled per ISA).
-//   widen_columns(col, limit, cols): cols[l] = col[l], all below limit.
+//   columns_in_range(col, limit): col[0 .. 16) all in [0, limit).
 //   nm_columns<m>(words, base, step, cols): the 16 position fields packed in
 //     words (low bits first; 2 bits for m = 4, 4 for m = 8) become
 //     cols[l] = base + step[l] * m + field[l]; every field must be below m.
@@ -18,12 +18,9 @@ namespace {
 
 struct PortableColumns {
   template <typename Idx>
-  static bool widen_columns(const Idx* col, uint32_t limit, int32_t* cols) {
+  static bool columns_in_range(const Idx* col, uint32_t limit) {
     uint32_t bad = 0;
-    for (int l = 0; l < 16; ++l) {
-      cols[l] = col[l];
-      bad |= static_cast<uint32_t>(cols[l]) >= limit;
-    }
+    for (int l = 0; l < 16; ++l) bad |= static_cast<uint32_t>(static_cast<int32_t>(col[l])) >= limit;
     return bad == 0;
   }
 
@@ -43,15 +40,15 @@ struct PortableColumns {
 #ifdef __AVX2__
 // Two ymm of 8 lanes each.
 struct Avx2Columns {
-  static bool widen_columns(const int16_t* col, uint32_t limit, int32_t* cols) {
+  static bool columns_in_range(const int16_t* col, uint32_t limit) {
     const __m256i lo = _mm256_cvtepi16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(col)));
     const __m256i hi = _mm256_cvtepi16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(col + 8)));
-    return store_checked(lo, hi, limit, cols);
+    return in_range(lo, hi, limit);
   }
-  static bool widen_columns(const int32_t* col, uint32_t limit, int32_t* cols) {
+  static bool columns_in_range(const int32_t* col, uint32_t limit) {
     const __m256i lo = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(col));
     const __m256i hi = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(col + 8));
-    return store_checked(lo, hi, limit, cols);
+    return in_range(lo, hi, limit);
   }
 
   template <int M>
@@ -85,12 +82,10 @@ struct Avx2Columns {
 
  private:
   // v >= limit as unsigned (so negatives fail too) exactly when max(v, limit) == v.
-  static bool store_checked(__m256i lo, __m256i hi, uint32_t limit, int32_t* cols) {
+  static bool in_range(__m256i lo, __m256i hi, uint32_t limit) {
     const __m256i l = _mm256_set1_epi32(static_cast<int32_t>(limit));
     const __m256i bad = _mm256_or_si256(_mm256_cmpeq_epi32(_mm256_max_epu32(lo, l), lo),
                                         _mm256_cmpeq_epi32(_mm256_max_epu32(hi, l), hi));
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(cols), lo);
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(cols + 8), hi);
     return _mm256_movemask_epi8(bad) == 0;
   }
 };

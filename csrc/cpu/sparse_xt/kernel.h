@@ -2,7 +2,7 @@
 // once for a vector type S and compiled per ISA (scalar.cpp, avx2.cpp,
 // avx512_vnni.cpp). S provides V, kWidth, zero(), set1(f), load(p), store(p, v),
 // add(a, b), mul(a, b) and fma(a, b, c) = a * b + c rounded once; and the column decoders
-// columns.h: widen_columns (16 CSR indices, range-checked) and
+// columns.h: columns_in_range (16 CSR indices) and
 // nm_columns<m> (16 N:M columns from their packed fields, checked).
 //
 // The entry point lays x out as tiles xt[tile][K][T] (T = S::kWidth activation
@@ -61,9 +61,12 @@ inline int64_t read_index(const void* p, int bytes, int64_t i) {
 }
 
 // A run of at most kLanes consecutive stored elements of one row: their
-// columns are cols[], or first, first + 1, ... when contiguous (BSR blocks).
-struct Run {
-  alignas(64) int32_t cols[kLanes];
+// columns are cols[0 .. count) (CSR's own index array, once checked, or
+// decoded[]), or first, first + 1, ... when contiguous (BSR blocks).
+template <typename Idx>
+struct RunOf {
+  const Idx* cols;
+  alignas(64) Idx decoded[kLanes];
   alignas(64) float widened[kLanes];  // int8 values, as floats (exact)
   const float* values;
   int count;
@@ -73,6 +76,7 @@ struct Run {
 
 // Points run.values at count stored values from offset: in place for float32,
 // widened into run.widened for int8.
+template <class Run>
 [[gnu::always_inline]] inline void read_values(const Values& v, int64_t offset, int count, Run& run) {
   if (v.f32 != nullptr) {
     run.values = v.f32 + offset;
@@ -99,16 +103,15 @@ struct CsrWalk {
     const Idx* col = static_cast<const Idx*>(w.col_idx);
     const int64_t begin = read_index(w.row_ptr, w.row_ptr_bytes, n);
     const int64_t end = read_index(w.row_ptr, w.row_ptr_bytes, n + 1);
-    Run run;
+    RunOf<Idx> run;
     for (int64_t j = begin; j < end; j += kLanes) {
       run.count = static_cast<int>(min64(kLanes, end - j));
+      run.cols = col + j;  // read in place once checked
       if (run.count == kLanes) {
-        if (!S::widen_columns(col + j, w.col_limit, run.cols)) return false;
+        if (!S::columns_in_range(col + j, w.col_limit)) return false;
       } else {
         for (int l = 0; l < run.count; ++l) {
-          const int32_t c = col[j + l];
-          if (static_cast<uint32_t>(c) >= w.col_limit) return false;
-          run.cols[l] = c;
+          if (static_cast<uint32_t>(static_cast<int32_t>(col[j + l])) >= w.col_limit) return false;
         }
       }
       read_values(w.values, j, run.count, run);
@@ -138,7 +141,7 @@ struct BsrWholeRunsWalk {
   template <class S, class F>
   [[gnu::always_inline]] static bool row(const BsrWeight& w, int64_t n, F&& f) {
     const BlockRow br = block_row_of(w, n);
-    Run run;
+    RunOf<int32_t> run;
     run.contiguous = true;
     run.count = kLanes;
     for (int64_t b = br.begin; b < br.end; ++b) {
@@ -160,16 +163,17 @@ struct BsrPackedWalk {
   template <class S, class F>
   [[gnu::always_inline]] static bool row(const BsrWeight& w, int64_t n, F&& f) {
     const BlockRow br = block_row_of(w, n);
-    Run run;
+    RunOf<int32_t> run;
     alignas(64) float values[kLanes];
     run.values = values;
+    run.cols = run.decoded;
     run.count = 0;
     for (int64_t b = br.begin; b < br.end; ++b) {
       int64_t c;
       if (!bsr_block_col(w, b, &c)) return false;
       const int64_t v = (b * w.bn + br.r) * w.bk;
       for (int64_t k = 0; k < w.bk; ++k) {
-        run.cols[run.count] = static_cast<int32_t>(c * w.bk + k);
+        run.decoded[run.count] = static_cast<int32_t>(c * w.bk + k);
         values[run.count] = value_at(w.values, v + k);
         if (++run.count == kLanes || (b + 1 == br.end && k + 1 == w.bk)) {
           f(run);
@@ -218,14 +222,15 @@ struct NmWalk {
     constexpr int kBits = M == 4 ? 2 : 4;
     constexpr int64_t kRunBytes = kLanes * kBits / 8;  // kLanes fields fill whole bytes
     const uint8_t* fields = w.indices + n * w.row_bytes;
-    Run run;
+    RunOf<int32_t> run;
+    run.cols = run.decoded;
     int64_t q = 0;  // the group of the run's first element, and its place in it
     int p = 0;
     for (int64_t j = 0; j < w.kept; j += kLanes) {
       run.count = static_cast<int>(min64(kLanes, w.kept - j));
       uint32_t words[kRunWords<M>];
       load_run_fields<M>(fields + j / kLanes * kRunBytes, run.count, words);
-      if (!S::template nm_columns<M>(words, static_cast<int32_t>(q * M), w.group_step[p], run.cols)) return false;
+      if (!S::template nm_columns<M>(words, static_cast<int32_t>(q * M), w.group_step[p], run.decoded)) return false;
       read_values(w.values, n * w.kept + j, run.count, run);
       f(run);
       advance_run(w, &q, &p);
@@ -236,7 +241,7 @@ struct NmWalk {
 
 // acc[l] += v[l] * xt[cols[l]] for the run's lanes (constant indices, so the
 // accumulators stay in registers).
-template <class S, size_t... L>
+template <class S, class Run, size_t... L>
 [[gnu::always_inline]] inline void fma_run(const float* xt, const Run& run, typename S::V (&acc)[kLanes],
                                            std::index_sequence<L...>) {
   constexpr int64_t T = S::kWidth;
@@ -244,9 +249,9 @@ template <class S, size_t... L>
     const float* x = xt + run.first * T;
     ((acc[L] = S::fma(S::set1(run.values[L]), S::load(x + L * T), acc[L])), ...);
   } else if (run.count == kLanes) {
-    ((acc[L] = S::fma(S::set1(run.values[L]), S::load(xt + run.cols[L] * T), acc[L])), ...);
+    ((acc[L] = S::fma(S::set1(run.values[L]), S::load(xt + int64_t{run.cols[L]} * T), acc[L])), ...);
   } else {
-    ((acc[L] = L < static_cast<size_t>(run.count) ? S::fma(S::set1(run.values[L]), S::load(xt + run.cols[L] * T), acc[L])
+    ((acc[L] = L < static_cast<size_t>(run.count) ? S::fma(S::set1(run.values[L]), S::load(xt + int64_t{run.cols[L]} * T), acc[L])
                                                   : acc[L]),
      ...);
   }
@@ -274,7 +279,7 @@ bool run_tiles(const Tiles& t, const Weight& w) {
     for (int64_t n = t.n_begin; n < t.n_end; ++n) {
       V acc[kLanes];
       for (int l = 0; l < kLanes; ++l) acc[l] = S::zero();
-      const bool ok = Walk::template row<S>(w, n, [&](const Run& run) __attribute__((always_inline)) {
+      const bool ok = Walk::template row<S>(w, n, [&](const auto& run) __attribute__((always_inline)) {
         fma_run<S>(xt, run, acc, std::make_index_sequence<kLanes>());
       });
       if (!ok) return false;
