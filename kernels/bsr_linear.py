@@ -30,7 +30,7 @@ MAX_BLOCK_SIDE = 64
 @triton.jit
 def _bsr_linear_kernel(
     x_ptr, ptr_ptr, col_ptr, values_ptr, scale_ptr, bias_ptr, y_ptr,
-    M, stride_xm, stride_ym, stride_yn,
+    M, BLOCK_COLS, NBLOCKS, stride_xm, stride_ym, stride_yn,
     BN: tl.constexpr, BK: tl.constexpr, BK_PAD: tl.constexpr,
     MIXED: tl.constexpr, HAS_SCALE: tl.constexpr, HAS_BIAS: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, USE_DOT: tl.constexpr,
@@ -51,14 +51,18 @@ def _bsr_linear_kernel(
     step_block = offs_j // BK_PAD  # which of the step's blocks column j falls in
     in_block = offs_j % BK_PAD
     x_rows = x_ptr + offs_m.to(tl.int64)[:, None] * stride_xm
-    first = tl.load(ptr_ptr + block_row)
-    end = tl.load(ptr_ptr + block_row + 1)
+    # The arrays are not validated on the GPU (that would cost a synchronisation), so
+    # corrupted ones are clamped to stay in bounds: a wrong answer, never a stray read.
+    first = tl.maximum(tl.load(ptr_ptr + block_row), 0)
+    end = tl.minimum(tl.load(ptr_ptr + block_row + 1), NBLOCKS)
 
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     for b0 in range(first, end, BLOCKS_PER_STEP):
         blk = b0 + step_block
         ok = (in_block < BK) & (blk < end)
-        cols = tl.load(col_ptr + blk, mask=ok, other=0).to(tl.int32) * BK + in_block
+        block_col = tl.load(col_ptr + blk, mask=ok, other=0).to(tl.int32)
+        ok = ok & (block_col >= 0) & (block_col < BLOCK_COLS)
+        cols = block_col * BK + in_block
         x = tl.load(x_rows + cols[None, :], mask=m_mask[:, None] & ok[None, :], other=0.0)
         # int64: nblocks * bn * bk may pass 2**31 even with int32 block pointers.
         w_ptrs = values_ptr + blk.to(tl.int64)[None, :] * (BN * BK) + (offs_r * BK)[:, None] + in_block[None, :]
@@ -116,7 +120,7 @@ def bsr_linear(x2d, block_row_ptr, block_col_idx, values, scale, n, bias=None, *
     # An absent scale or bias is never read: any tensor stands in for its pointer.
     args = (x2d, block_row_ptr, block_col_idx, values, values if scale is None else scale,
             values if bias is None else bias.contiguous(), y,
-            m, x2d.stride(0), y.stride(0), y.stride(1))
+            m, x2d.shape[1] // bk, block_col_idx.numel(), x2d.stride(0), y.stride(0), y.stride(1))
     flags = dict(BN=bn, BK=bk, BK_PAD=bk_pad, MIXED=is_mixed(x2d.dtype, values.dtype), HAS_SCALE=scale is not None,
                  HAS_BIAS=bias is not None, BLOCK_M=config.block_m, BLOCK_N=block_n, BLOCK_K=block_k,
                  USE_DOT=config.use_dot)

@@ -250,3 +250,21 @@ def test_int8_values_match_the_dequantized_reference(fmt):
     want = x.double() @ dense.T + b.double()
     np.testing.assert_allclose(run_int8(q, x, b).double().numpy(), want.numpy(), rtol=1e-5, atol=1e-4)
     assert_every_isa_agrees(lambda: run_int8(q, x, b))
+
+
+@pytest.mark.parametrize("m", [1, 5])
+def test_nm_padding_bits_of_a_rows_last_byte_are_ignored(cpu_isa, m):
+    # 3:8 on K = 8 keeps 3 values a row: 12 bits of fields, so the last byte's high nibble is padding.
+    w = nm_weight(4, 8, (3, 8))
+    padded = w.indices.clone()
+    padded[:, -1] |= 0xF0
+    x, _ = inputs(m, 8, 4)
+    want = cpu.nm_linear(x, w.values, w.indices, None, 3, 8, None)
+    assert torch.equal(cpu.nm_linear(x, w.values, padded, None, 3, 8, None), want)
+
+
+def test_sizes_whose_products_overflow_are_refused():
+    t = torch.zeros(4, dtype=torch.int32)
+    with pytest.raises(ValueError, match="larger than the kernel supports"):
+        slimops._C.bsr_linear_cpu(t.data_ptr(), 1, 2**40, 2**40, t.data_ptr(), 4, t.data_ptr(), 2, 0, t.data_ptr(),
+                                  4, 0, 2**40, 1, 1, 0, t.data_ptr(), 1)

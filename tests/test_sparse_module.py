@@ -359,3 +359,16 @@ def test_int8_values_have_their_own_break_even_at_few_rows():
     assert slimops.choose_layout(two_four, expected_rows=1).kind == "nm"
     assert slimops.choose_layout(two_four, expected_rows=1, int8=True).kind == "dense"  # 0.5 > 0.45
     assert slimops.choose_layout(two_four, expected_rows=16, int8=True).kind == "nm"
+
+
+@pytest.mark.parametrize("isa,kind", [("avx512_vnni", "csr"), ("avx2", "dense"), ("scalar", "dense")])
+def test_break_even_densities_follow_the_cpu_code_path(isa, kind):
+    if isa == "avx512_vnni" and slimops._C.detected_cpu_isa() != "avx512_vnni":
+        pytest.skip("this CPU has no AVX-512")
+    medium = random_weight() * prune.unstructured_mask(random_weight(), 0.6)  # density 0.4
+    previous = slimops.cpu_isa()
+    try:
+        slimops.set_cpu_isa(isa)
+        assert slimops.choose_layout(medium, expected_rows=16).kind == kind
+    finally:
+        slimops.set_cpu_isa(previous)

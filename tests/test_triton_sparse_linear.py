@@ -225,6 +225,22 @@ def test_nm_position_past_the_group_selects_nothing():
     assert_close(y, kept, x, None, nm_reference)
 
 
+def test_corrupted_bsr_arrays_drop_blocks_instead_of_reading_out_of_bounds():
+    # Not validated on the GPU: a block column outside [0, K/bk) or pointers past the
+    # blocks are clamped away, so only the intact blocks count.
+    sw = bsr_weight(4, 4, 8, 16, torch.float32, 0.0, seed=13)  # block row 0 empty, row 1 all 4 blocks
+    cols = sw.block_col_idx.clone()
+    cols[0], cols[1] = 4, -1
+    ptr = sw.block_row_ptr.clone()
+    ptr[-1] = 10**6
+    x, _ = activations((3,), 16, 8, torch.float32, False, seed=14)
+    y = bsr_kernel.bsr_linear(dev(x), dev(ptr), dev(cols), dev(sw.values), None, 8)
+    values = sw.values.clone()
+    values[:2] = 0
+    kept = BSRWeight(sw.block_row_ptr, sw.block_col_idx, values, sw.shape, sw.block)
+    assert_close(y, kept, x, None, bsr_reference)
+
+
 def test_large_blocks_and_missing_triton_are_declined(monkeypatch):
     x = torch.zeros(1, 128, device=DEVICE)
     values = torch.zeros(0, 128, 1, device=DEVICE)

@@ -19,6 +19,17 @@ std::unique_ptr<T[]> scratch(int64_t n) {
 // memory runs out. Per-call allocations of hundreds of KiB come from fresh
 // pages each time (mmap), whose faults cost more than a small layer's
 // arithmetic. The buffer keeps its largest size until the thread ends.
+// The Tag of each thread_buffer: one list, so no two buffers that may be held
+// at once share one.
+enum ScratchTag : int {
+  kScratchDwsepDepthwiseWeights = 0,
+  kScratchDwsepPointwiseWeights = 1,
+  kScratchDwsepTiles = 2,
+  kScratchDwsepTaskTile = 3,
+  kScratchSparseTiles = 4,
+  kScratchSparseOutput = 5,
+};
+
 template <typename T, int Tag>
 T* thread_buffer(int64_t n) {
   thread_local std::unique_ptr<T[]> buffer;

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from . import _ops  # noqa: F401  (registers the kernels the registry is asked about)
+from . import _C, _ops  # noqa: F401  (_ops registers the kernels the registry is asked about)
 from .backends.registry import Kernel, choose
 from .formats.sparse import FLOAT_DTYPES, NM_GROUPS, BSRWeight, CSRWeight, NMWeight
 
@@ -38,6 +38,11 @@ BREAK_EVEN_DENSITY = {
 # tiles there: measured CSR ~0.4, 2:4 0.86x dense at 1 row. From 3 rows the float table applies.
 BREAK_EVEN_DENSITY_INT8_FEW_ROWS = {"csr": 0.3, "bsr": 0.3, "nm": 0.45}
 INT8_FEW_ROWS = 2
+# The tables are for slimops' AVX-512 CPU path. Its AVX2 path runs the same kernels on half-width
+# vectors (measured: CSR at density 0.45 and 16 rows, 1.13x slower than dense there, 1.3x faster on
+# AVX-512), and the scalar path loses to torch's vectorized dense layer almost everywhere; the
+# break-even densities are scaled by this, per slimops.cpu_isa().
+CPU_ISA_SCALE = {"avx512_vnni": 1.0, "avx2": 0.5, "scalar": 0.0}
 # Block sizes tried for BSR, largest (fewest index entries per value) first.
 BSR_BLOCKS = ((16, 16), (8, 8), (4, 4))
 # Every sparse op has this kernel: it rebuilds the dense weight on each call, so it is never faster.
@@ -63,10 +68,14 @@ def describe(kind: str, block=None, pattern=None) -> str:
     return kind
 
 
-def break_even_density(kind: str, rows: int, int8: bool = False) -> float:
+def break_even_density(kind: str, rows: int, int8: bool = False, device="cpu") -> float:
     if int8 and rows <= INT8_FEW_ROWS:
-        return BREAK_EVEN_DENSITY_INT8_FEW_ROWS[kind]
-    return next(density for max_rows, density in BREAK_EVEN_DENSITY[kind] if rows <= max_rows)
+        density = BREAK_EVEN_DENSITY_INT8_FEW_ROWS[kind]
+    else:
+        density = next(density for max_rows, density in BREAK_EVEN_DENSITY[kind] if rows <= max_rows)
+    if torch.device(device).type == "cpu":
+        density *= CPU_ISA_SCALE[_C.cpu_isa()]
+    return density
 
 
 @dataclass(frozen=True)
@@ -92,12 +101,12 @@ def choose_layout(weight: torch.Tensor, expected_rows: int = 1, device="cpu", dt
         return LayoutChoice("dense", reason=f"the sparse ops do not take {dtype} activations")
     rejected = []
     def cost(c):
-        return c.stored_density / break_even_density(c.kind, expected_rows, int8)
+        return c.stored_density / max(break_even_density(c.kind, expected_rows, int8, device), 1e-12)
 
     candidates = sorted(_candidates(mask), key=cost)
     for candidate in candidates:  # a stable sort: on equal cost the earlier (2:4, larger blocks) wins
         name = describe(candidate.kind, candidate.block, candidate.pattern)
-        limit = break_even_density(candidate.kind, expected_rows, int8)
+        limit = break_even_density(candidate.kind, expected_rows, int8, device)
         if candidate.stored_density > limit:
             rejected.append(f"{name} stores {candidate.stored_density:.2f} > break-even {limit:.2f}")
             continue
@@ -142,7 +151,8 @@ def _candidates(mask: torch.Tensor) -> list[_Candidate]:
 def _fast_kernel(candidate, weight, mask, int8, rows, device, dtype) -> Kernel | None:
     """The registry's kernel for the candidate's op on an x of `rows` rows, unless it is
     only the slow fallback (or no kernel takes the call)."""
-    x = torch.zeros((rows, weight.shape[1]), dtype=dtype, device=weight.device)
+    # Declines read x's shape and dtype only: one zero row, expanded, costs no memory.
+    x = torch.zeros((1, weight.shape[1]), dtype=dtype, device=weight.device).expand(rows, -1)
     op, args = _op_call(_build(candidate, weight, mask, int8), x)
     try:
         kernel = choose(op, device, dtype, args)

@@ -59,12 +59,10 @@ Status csr_linear_cpu(const float* x, int64_t M, int64_t K, int64_t x_row_stride
   const RowsFn rows = rows_for(active_cpu_isa());
   nthreads = threads_for(M, N, mean_row_nnz, nthreads);
 
-  // About 32 tasks per thread, so the dynamic hand-out balances uneven rows.
-  const int64_t want_tasks = 32 * int64_t{nthreads};
-  const int64_t n_block = std::clamp<int64_t>((N + want_tasks - 1) / want_tasks, 8, 1024);
-  const int64_t tasks = (N + n_block - 1) / n_block;
+  const sparse_xt::RowSplit split = sparse_xt::split_rows(N, nthreads, 1024);
+  const int64_t n_block = split.block, tasks = split.tasks;
   const Rows base{x, row_ptr, col_idx, v.f32, bias, y, M, K, N, x_row_stride, row_ptr_bytes, col_idx_bytes,
-                  static_cast<uint32_t>(std::min<int64_t>(K, int64_t{1} << 31)), 0, 0};
+                  static_cast<uint32_t>(K), 0, 0};
   std::atomic<bool> bad_index{false};
   parallel_for(tasks, nthreads, [&](int64_t task) {
     if (bad_index.load(std::memory_order_relaxed)) return;

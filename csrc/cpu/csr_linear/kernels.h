@@ -4,6 +4,7 @@
 
 #include <cstdint>
 
+#include "../sparse_xt/lanes.h"
 #include "slimops/csr_linear.h"
 
 namespace slimops {
@@ -37,13 +38,8 @@ inline int64_t row_start(const Rows& r, int64_t n) {
   return r.row_ptr_bytes == 4 ? static_cast<const int32_t*>(r.row_ptr)[n] : static_cast<const int64_t*>(r.row_ptr)[n];
 }
 
-// Steps 2 and 3 of the float order (plain float adds, -ffp-contract=off).
-inline float finish_output(float* p, const Rows& r, int64_t n) {
-  for (int width = kCsrLanes / 2; width >= 1; width /= 2) {
-    for (int l = 0; l < width; ++l) p[l] = p[l] + p[l + width];
-  }
-  return r.bias != nullptr ? p[0] + r.bias[n] : p[0];
-}
+// Steps 2 and 3 of the float order.
+inline float finish_output(float (&p)[kCsrLanes], const Rows& r, int64_t n) { return sparse_xt::sum_lanes(p, r.bias, n); }
 
 // Runs Kernel::run<mr> for 1 <= mr <= MR activation rows.
 template <int MR, typename Kernel, typename Idx>

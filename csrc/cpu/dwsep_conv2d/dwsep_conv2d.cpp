@@ -70,8 +70,8 @@ Status dwsep_conv2d_cpu(const float* x, const float* dw_w, const float* dw_b, co
 
   const int64_t Cp = padded(s.C), Op = padded(s.O), taps = s.KH * s.KW;
   // Buffers of the calling thread (0, 1, 2) and of each task's thread (3), reused across calls.
-  float* dwp = thread_buffer<float, 0>(taps * Cp + Cp);
-  float* pwp = thread_buffer<float, 1>(s.C * Op + Op);
+  float* dwp = thread_buffer<float, kScratchDwsepDepthwiseWeights>(taps * Cp + Cp);
+  float* pwp = thread_buffer<float, kScratchDwsepPointwiseWeights>(s.C * Op + Op);
   if (dwp == nullptr || pwp == nullptr) return Status::kOutOfMemory;
   const Packed pk{dwp, dwp + taps * Cp, pwp, pwp + s.C * Op, Cp, Op};
   std::fill(dwp, dwp + taps * Cp + Cp, 0.0f);
@@ -119,13 +119,13 @@ Status dwsep_conv2d_cpu(const float* x, const float* dw_w, const float* dw_b, co
   std::atomic<bool> ok{true};
   if (o_parts == 1) {
     parallel_for(pixel_tasks, nthreads, [&](int64_t i) {
-      float* tile = thread_buffer<float, 3>(per_task * Cp);
+      float* tile = thread_buffer<float, kScratchDwsepTaskTile>(per_task * Cp);
       if (tile == nullptr) return ok.store(false, std::memory_order_relaxed);
       run(s, pk, task(i, tile));
     });
     return ok.load() ? Status::kOk : Status::kOutOfMemory;
   }
-  float* tiles = thread_buffer<float, 2>(pixel_tasks * per_task * Cp);
+  float* tiles = thread_buffer<float, kScratchDwsepTiles>(pixel_tasks * per_task * Cp);
   if (tiles == nullptr) return Status::kOutOfMemory;
   constexpr int64_t kDepthwiseRun = 8;  // pixels per depthwise-only task
   const int64_t runs_per_tile = (per_task + kDepthwiseRun - 1) / kDepthwiseRun;

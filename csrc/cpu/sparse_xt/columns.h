@@ -31,7 +31,8 @@ struct PortableColumns {
     for (int l = 0; l < 16; ++l) {
       const uint32_t field = (words[l / kPerWord] >> (kBits * (l % kPerWord))) & ((1u << kBits) - 1);
       bad |= field >= M;
-      cols[l] = base + step[l] * M + static_cast<int32_t>(field);
+      // uint32: lanes past a short run's count may pass INT32_MAX near K = 2^31 (never used).
+      cols[l] = static_cast<int32_t>(static_cast<uint32_t>(base) + static_cast<uint32_t>(step[l]) * M + field);
     }
     return bad == 0;
   }

@@ -58,28 +58,23 @@ void transpose_into_tiles(const Call& c, int64_t T, float* xt) {
   }
 }
 
-// Thread-local scratch (scratch.h) tags.
-enum : int { kTilesTag = 1, kOutputTag = 2 };
-
 template <class Weight>
 Status run_weight(const Call& c, const Weight& w) {
   const Path path = path_for(active_cpu_isa(), c.M);
   const int64_t T = path.width;
   const int64_t tiles = (c.M + T - 1) / T;
-  float* xt = thread_buffer<float, kTilesTag>(tiles * T * std::max<int64_t>(c.K, 1));
+  float* xt = thread_buffer<float, kScratchSparseTiles>(tiles * T * std::max<int64_t>(c.K, 1));
   if (xt == nullptr) return Status::kOutOfMemory;
   transpose_into_tiles(c, T, xt);
 
   const int nthreads = threads_for(c.M, c.N, std::max<int64_t>(1, c.row_elements), c.nthreads);
-  // About 32 tasks per thread, so the dynamic hand-out balances uneven rows.
-  const int64_t want_tasks = 32 * int64_t{nthreads};
-  const int64_t n_block = std::clamp<int64_t>((c.N + want_tasks - 1) / want_tasks, 8, 256);
-  const int64_t tasks = (c.N + n_block - 1) / n_block;
+  const RowSplit split = split_rows(c.N, nthreads, 256);
+  const int64_t n_block = split.block, tasks = split.tasks;
   const TilesFn<Weight> tiles_fn = fn(path, w);
-  std::atomic<int> failure{0};  // the first task's bad status
+  std::atomic<int> failure{0};  // a failing task's status (any one: all are errors)
   parallel_for(tasks, nthreads, [&](int64_t task) {
     if (failure.load(std::memory_order_relaxed) != 0) return;
-    float* yt = thread_buffer<float, kOutputTag>(n_block * T);
+    float* yt = thread_buffer<float, kScratchSparseOutput>(n_block * T);
     if (yt == nullptr) {
       failure.store(static_cast<int>(Status::kOutOfMemory), std::memory_order_relaxed);
       return;
@@ -95,9 +90,8 @@ Status run_weight(const Call& c, const Weight& w) {
 // N:M at one or two rows: the ISA's streaming kernel, on tasks of output rows.
 Status run_rows(const Call& c, const NmWeight& w, bool (*rows)(const Rows&, const NmWeight&)) {
   const int nthreads = threads_for(c.M, c.N, std::max<int64_t>(1, c.row_elements), c.nthreads);
-  const int64_t want_tasks = 32 * int64_t{nthreads};
-  const int64_t n_block = std::clamp<int64_t>((c.N + want_tasks - 1) / want_tasks, 8, 1024);
-  const int64_t tasks = (c.N + n_block - 1) / n_block;
+  const RowSplit split = split_rows(c.N, nthreads, 1024);
+  const int64_t n_block = split.block, tasks = split.tasks;
   std::atomic<bool> bad{false};
   parallel_for(tasks, nthreads, [&](int64_t task) {
     if (bad.load(std::memory_order_relaxed)) return;
@@ -120,6 +114,13 @@ bool row_ptr_valid(const Ptr* ptr, int64_t rows, int64_t entries) {
 
 }  // namespace
 
+RowSplit split_rows(int64_t N, int nthreads, int64_t max_block) {
+  // About 32 tasks per thread, so the dynamic hand-out balances uneven rows.
+  const int64_t want_tasks = 32 * int64_t{nthreads};
+  const int64_t block = std::clamp<int64_t>((N + want_tasks - 1) / want_tasks, 8, max_block);
+  return {block, (N + block - 1) / block};
+}
+
 Status check_sizes(int64_t M, int64_t K, int64_t N, int64_t stored, int64_t x_row_stride) {
   if (M < 0 || K < 0 || N < 0 || stored < 0) return Status::kNegativeSize;
   constexpr int64_t kMaxElements = int64_t{1} << 40;
@@ -128,6 +129,7 @@ Status check_sizes(int64_t M, int64_t K, int64_t N, int64_t stored, int64_t x_ro
   if (K > (int64_t{1} << 31) - 1) return Status::kSizeTooLarge;
   if (M != 0 && (x_row_stride > kMaxElements / M || K > kMaxElements / M)) return Status::kSizeTooLarge;
   if (N != 0 && M > kMaxElements / N) return Status::kSizeTooLarge;
+  if (K != 0 && N > (int64_t{1} << 62) / K) return Status::kSizeTooLarge;  // so N * K never overflows
   if (M > 1 && x_row_stride < K) return Status::kBadStride;
   return Status::kOk;
 }

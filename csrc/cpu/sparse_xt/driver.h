@@ -19,6 +19,13 @@ struct Call {
   int64_t row_elements;  // mean stored elements a row, for the thread count
 };
 
+// Output rows in tasks of `block` rows (the last may be short): about 32 a
+// thread, 8 to max_block rows each.
+struct RowSplit {
+  int64_t block, tasks;
+};
+RowSplit split_rows(int64_t N, int nthreads, int64_t max_block);
+
 // Sizes must be non-negative and every product used for indexing must stay
 // far from int64 overflow.
 Status check_sizes(int64_t M, int64_t K, int64_t N, int64_t stored, int64_t x_row_stride);

@@ -33,7 +33,7 @@ struct Tiles {
   int64_t M, K, N, n_begin, n_end;
 };
 
-// One task of a kernel that reads x directly (nm_rows_avx512).
+// One task of a kernel that reads x directly (nm_rows_avx512, nm_rows_avx2).
 struct Rows {
   const float* x;     // [M, K], row stride x_row_stride
   const float* bias;  // [N] or null
@@ -195,8 +195,12 @@ inline void load_run_fields(const uint8_t* src, int count, uint32_t (&words)[kRu
   for (uint32_t& word : words) word = 0;
   if (count == kLanes) {
     std::memcpy(words, src, sizeof(words));
-  } else {  // the row's last bytes only
-    for (int i = 0; i < (count * kBits + 7) / 8; ++i) words[i / 4] |= uint32_t{src[i]} << (8 * (i % 4));
+  } else {  // the row's last bytes only, without the padding bits of the last one
+    const int bits = count * kBits;
+    for (int i = 0; i < (bits + 7) / 8; ++i) {
+      const uint32_t byte = 8 * (i + 1) <= bits ? src[i] : src[i] & ((1u << (bits - 8 * i)) - 1);
+      words[i / 4] |= byte << (8 * (i % 4));
+    }
   }
 }
 
@@ -323,8 +327,8 @@ bool nm_avx512(const Tiles& t, const NmWeight& w);
 bool csr_avx512_half(const Tiles& t, const CsrWeight& w);
 bool bsr_avx512_half(const Tiles& t, const BsrWeight& w);
 bool nm_avx512_half(const Tiles& t, const NmWeight& w);
-// N:M with float32 values for M <= 2 rows, streaming the weight once (false
-// also for M > 2).
+// N:M with float32 values for M = 1 or 2 rows (a precondition), streaming the
+// weight once; false on a corrupt position field.
 bool nm_rows_avx512(const Rows& r, const NmWeight& w);
 bool nm_rows_avx2(const Rows& r, const NmWeight& w);
 

@@ -7,6 +7,7 @@
 
 #include "columns.h"
 #include "kernel.h"
+#include "lanes.h"
 
 namespace slimops {
 namespace sparse_xt {
@@ -61,10 +62,7 @@ bool rows(const Rows& r, const NmWeight& w) {
       alignas(32) float lane[16];
       _mm256_store_ps(lane, acc[i][0]);
       _mm256_store_ps(lane + 8, acc[i][1]);
-      for (int width = 8; width >= 1; width /= 2) {
-        for (int l = 0; l < width; ++l) lane[l] = lane[l] + lane[l + width];
-      }
-      r.y[i * r.N + n] = r.bias != nullptr ? lane[0] + r.bias[n] : lane[0];
+      r.y[i * r.N + n] = sum_lanes(lane, r.bias, n);
     }
   }
   return true;
@@ -74,8 +72,7 @@ bool rows(const Rows& r, const NmWeight& w) {
 
 bool nm_rows_avx2(const Rows& r, const NmWeight& w) {
   if (r.M == 1) return w.m == 4 ? rows<4, 1>(r, w) : rows<8, 1>(r, w);
-  if (r.M == 2) return w.m == 4 ? rows<4, 2>(r, w) : rows<8, 2>(r, w);
-  return false;
+  return w.m == 4 ? rows<4, 2>(r, w) : rows<8, 2>(r, w);
 }
 
 }  // namespace sparse_xt

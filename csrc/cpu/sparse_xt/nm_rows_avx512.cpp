@@ -9,6 +9,7 @@
 #include <immintrin.h>
 
 #include "kernel.h"
+#include "lanes.h"
 
 namespace slimops {
 namespace sparse_xt {
@@ -26,9 +27,8 @@ inline bool run_columns(const NmWeight& w, const uint8_t* src, int count, int64_
   alignas(64) static constexpr int32_t kShifts[2][16] = {
       {0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30},
       {0, 4, 8, 12, 16, 20, 24, 28, 0, 4, 8, 12, 16, 20, 24, 28}};
-  const __m512i source = M == 4 ? _mm512_set1_epi32(static_cast<int32_t>(words[0]))
-                                : _mm512_mask_blend_epi32(0xff00, _mm512_set1_epi32(static_cast<int32_t>(words[0])),
-                                                          _mm512_set1_epi32(static_cast<int32_t>(words[M == 4 ? 0 : 1])));
+  __m512i source = _mm512_set1_epi32(static_cast<int32_t>(words[0]));
+  if constexpr (M == 8) source = _mm512_mask_blend_epi32(0xff00, source, _mm512_set1_epi32(static_cast<int32_t>(words[1])));
   // maskz: the plain intrinsic trips GCC 12's -Wmaybe-uninitialized.
   __m512i fields = _mm512_maskz_srlv_epi32(0xffff, source, _mm512_load_si512(kShifts[M == 4 ? 0 : 1]));
   fields = _mm512_and_si512(fields, _mm512_set1_epi32((1 << kBits) - 1));
@@ -87,10 +87,7 @@ bool rows(const Rows& r, const NmWeight& w) {
     for (int i = 0; i < R; ++i) {
       alignas(64) float lane[16];
       _mm512_store_ps(lane, acc[i]);
-      for (int width = 8; width >= 1; width /= 2) {
-        for (int l = 0; l < width; ++l) lane[l] = lane[l] + lane[l + width];
-      }
-      r.y[i * r.N + n] = r.bias != nullptr ? lane[0] + r.bias[n] : lane[0];
+      r.y[i * r.N + n] = sum_lanes(lane, r.bias, n);
     }
   }
   return true;
@@ -100,8 +97,7 @@ bool rows(const Rows& r, const NmWeight& w) {
 
 bool nm_rows_avx512(const Rows& r, const NmWeight& w) {
   if (r.M == 1) return w.m == 4 ? rows<4, 1>(r, w) : rows<8, 1>(r, w);
-  if (r.M == 2) return w.m == 4 ? rows<4, 2>(r, w) : rows<8, 2>(r, w);
-  return false;
+  return w.m == 4 ? rows<4, 2>(r, w) : rows<8, 2>(r, w);
 }
 
 }  // namespace sparse_xt

@@ -12,12 +12,11 @@ Status bsr_linear_cpu(const float* x, int64_t M, int64_t K, int64_t x_row_stride
                       int row_ptr_bytes, const void* block_col_idx, int col_idx_bytes, int64_t blocks,
                       const void* values, int value_bytes, const float* scale, int64_t N, int64_t bn, int64_t bk,
                       const float* bias, float* y, int nthreads) {
-  if (bn < 1 || bk < 1 || N % bn != 0 || K % bk != 0) return Status::kBadShape;
-  const int64_t max_blocks = (N / bn) * (K / bk);
-  if (blocks < 0) return Status::kNegativeSize;
-  if (blocks > max_blocks) return Status::kBadRowPtr;  // more blocks than the matrix holds
-  Status s = sparse_xt::check_sizes(M, K, N, blocks * bn * bk, x_row_stride);
+  Status s = sparse_xt::check_sizes(M, K, N, blocks, x_row_stride);
   if (s != Status::kOk) return s;
+  if (bn < 1 || bk < 1 || N % bn != 0 || K % bk != 0) return Status::kBadShape;
+  // More blocks than the matrix holds (N and K are bounded now, so no overflow).
+  if (blocks > (N / bn) * (K / bk)) return Status::kBadRowPtr;
   if (block_row_ptr == nullptr || (blocks != 0 && (block_col_idx == nullptr || values == nullptr))) {
     return Status::kNullPointer;
   }
