@@ -34,9 +34,10 @@ BREAK_EVEN_DENSITY = {
     "bsr": ((2, 0.3), (32, 0.6), (math.inf, 0.4)),
     "nm": ((32, 0.55), (math.inf, 0.45)),  # 2:4 (density 0.5) passes up to 32 rows
 }
-# int8 values at 1-2 rows run the xT kernel (no streaming int8 kernel), which wastes most of its
-# tiles there: measured CSR ~0.4, 2:4 0.86x dense at 1 row. From 3 rows the float table applies.
-BREAK_EVEN_DENSITY_INT8_FEW_ROWS = {"csr": 0.3, "bsr": 0.3, "nm": 0.45}
+# int8 CSR and BSR values at 1-2 rows run the xT kernel (no streaming int8 kernel for them),
+# which wastes most of its tiles there: CSR measured break-even ~0.4 at 1 row. N:M streams int8
+# values on AVX-512 (2:4 int8 at 1 row: 3.1x dense). From 3 rows the float table applies.
+BREAK_EVEN_DENSITY_INT8_FEW_ROWS = {"csr": 0.3, "bsr": 0.3, "nm": 0.55}
 INT8_FEW_ROWS = 2
 # The tables are for slimops' AVX-512 CPU path. Its AVX2 path runs the same kernels on half-width
 # vectors (measured: CSR at density 0.45 and 16 rows, 1.13x slower than dense there, 1.3x faster on

@@ -39,7 +39,7 @@ inline int64_t row_start(const Rows& r, int64_t n) {
 }
 
 // Steps 2 and 3 of the float order.
-inline float finish_output(float (&p)[kCsrLanes], const Rows& r, int64_t n) { return sparse_xt::sum_lanes(p, r.bias, n); }
+inline float finish_output(float (&p)[kCsrLanes], const Rows& r, int64_t n) { return sparse_xt::sum_lanes(p, nullptr, r.bias, n); }
 
 // Runs Kernel::run<mr> for 1 <= mr <= MR activation rows.
 template <int MR, typename Kernel, typename Idx>

@@ -156,10 +156,9 @@ Status run(const Call& c, const CsrWeight& w) { return run_weight(c, w); }
 Status run(const Call& c, const BsrWeight& w) { return run_weight(c, w); }
 Status run(const Call& c, const NmWeight& w) {
 #ifdef SLIMOPS_X86
-  // The streaming kernels take float32 values; int8 ones run the xT kernel.
-  const bool stream = c.M <= 2 && w.values.f32 != nullptr;
-  if (stream && active_cpu_isa() == CpuIsa::kAvx512Vnni) return run_rows(c, w, nm_rows_avx512);
-  if (stream && active_cpu_isa() == CpuIsa::kAvx2) return run_rows(c, w, nm_rows_avx2);
+  // The AVX2 streaming kernel takes float32 values only; int8 ones run the xT kernel there.
+  if (c.M <= 2 && active_cpu_isa() == CpuIsa::kAvx512Vnni) return run_rows(c, w, nm_rows_avx512);
+  if (c.M <= 2 && active_cpu_isa() == CpuIsa::kAvx2 && w.values.f32 != nullptr) return run_rows(c, w, nm_rows_avx2);
 #endif
   return run_weight(c, w);
 }

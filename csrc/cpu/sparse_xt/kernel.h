@@ -327,8 +327,8 @@ bool nm_avx512(const Tiles& t, const NmWeight& w);
 bool csr_avx512_half(const Tiles& t, const CsrWeight& w);
 bool bsr_avx512_half(const Tiles& t, const BsrWeight& w);
 bool nm_avx512_half(const Tiles& t, const NmWeight& w);
-// N:M with float32 values for M = 1 or 2 rows (a precondition), streaming the
-// weight once; false on a corrupt position field.
+// N:M for M = 1 or 2 rows (a precondition), streaming the weight once; false
+// on a corrupt position field. AVX-512: float32 or int8 values; AVX2: float32.
 bool nm_rows_avx512(const Rows& r, const NmWeight& w);
 bool nm_rows_avx2(const Rows& r, const NmWeight& w);
 

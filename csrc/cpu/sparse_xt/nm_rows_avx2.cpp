@@ -62,7 +62,7 @@ bool rows(const Rows& r, const NmWeight& w) {
       alignas(32) float lane[16];
       _mm256_store_ps(lane, acc[i][0]);
       _mm256_store_ps(lane + 8, acc[i][1]);
-      r.y[i * r.N + n] = sum_lanes(lane, r.bias, n);
+      r.y[i * r.N + n] = sum_lanes(lane, nullptr, r.bias, n);
     }
   }
   return true;

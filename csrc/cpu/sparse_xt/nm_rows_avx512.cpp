@@ -1,4 +1,4 @@
-// N:M linear for one or two activation rows on AVX-512 (compiled with the
+// N:M linear (float32 or int8 values) for one or two activation rows on AVX-512 (compiled with the
 // avx512_vnni level's flags), where the xT kernel's tiles would be mostly zero
 // rows. The weight streams once: per run of 16 kept values, the 16 columns
 // are decoded in a zmm, the matching x values fetched (a two-register permute
@@ -40,9 +40,22 @@ inline bool run_columns(const NmWeight& w, const uint8_t* src, int count, int64_
   return true;
 }
 
+// A run's 16 values (count of them), as floats: int8 ones widened exactly.
+// Plain loads where they stay in bounds: this CPU streams masked loads far slower.
+template <bool kInt8>
+inline __m512 run_values(const Values& v, int64_t offset, int count, __mmask16 lanes) {
+  if constexpr (kInt8) {
+    const __m128i bytes = count == 16 ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(v.i8 + offset))
+                                      : _mm_maskz_loadu_epi8(lanes, v.i8 + offset);
+    return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(bytes));
+  } else {
+    return count == 16 ? _mm512_loadu_ps(v.f32 + offset) : _mm512_maskz_loadu_ps(lanes, v.f32 + offset);
+  }
+}
+
 // R activation rows (a template parameter, so acc stays in registers: in
 // memory, the masked FMA's store would not forward to the next run's load).
-template <int M, int R>
+template <int M, int R, bool kInt8>
 bool rows(const Rows& r, const NmWeight& w) {
   constexpr int kBits = M == 4 ? 2 : 4, kRunBytes = 16 * kBits / 8;
   // The groups a run of 16 kept values touches: 16 / n when n divides 16
@@ -52,7 +65,6 @@ bool rows(const Rows& r, const NmWeight& w) {
   const bool permute = span <= 32;
   for (int64_t n = r.n_begin; n < r.n_end; ++n) {
     const uint8_t* fields = w.indices + n * w.row_bytes;
-    const float* values = w.values.f32 + n * w.kept;
     __m512 acc[R];
     for (int i = 0; i < R; ++i) acc[i] = _mm512_setzero_ps();
     int64_t q = 0;
@@ -62,8 +74,7 @@ bool rows(const Rows& r, const NmWeight& w) {
       const __mmask16 lanes = count == 16 ? 0xffff : static_cast<__mmask16>((1u << count) - 1);
       __m512i cols;
       if (!run_columns<M>(w, fields + j / 16 * kRunBytes, count, q, p, &cols)) return false;
-      // Plain loads where they stay in bounds: this CPU streams masked loads far slower.
-      const __m512 v = count == 16 ? _mm512_loadu_ps(values + j) : _mm512_maskz_loadu_ps(lanes, values + j);
+      const __m512 v = run_values<kInt8>(w.values, n * w.kept + j, count, lanes);
       const int64_t first = q * M;  // the run's columns lie in [first, first + span)
       for (int i = 0; i < R; ++i) {
         const float* x = r.x + i * r.x_row_stride;
@@ -87,7 +98,7 @@ bool rows(const Rows& r, const NmWeight& w) {
     for (int i = 0; i < R; ++i) {
       alignas(64) float lane[16];
       _mm512_store_ps(lane, acc[i]);
-      r.y[i * r.N + n] = sum_lanes(lane, r.bias, n);
+      r.y[i * r.N + n] = sum_lanes(lane, w.values.scale, r.bias, n);
     }
   }
   return true;
@@ -96,8 +107,12 @@ bool rows(const Rows& r, const NmWeight& w) {
 }  // namespace
 
 bool nm_rows_avx512(const Rows& r, const NmWeight& w) {
-  if (r.M == 1) return w.m == 4 ? rows<4, 1>(r, w) : rows<8, 1>(r, w);
-  return w.m == 4 ? rows<4, 2>(r, w) : rows<8, 2>(r, w);
+  if (w.values.i8 != nullptr) {
+    if (r.M == 1) return w.m == 4 ? rows<4, 1, true>(r, w) : rows<8, 1, true>(r, w);
+    return w.m == 4 ? rows<4, 2, true>(r, w) : rows<8, 2, true>(r, w);
+  }
+  if (r.M == 1) return w.m == 4 ? rows<4, 1, false>(r, w) : rows<8, 1, false>(r, w);
+  return w.m == 4 ? rows<4, 2, false>(r, w) : rows<8, 2, false>(r, w);
 }
 
 }  // namespace sparse_xt
