@@ -172,52 +172,51 @@ PYBIND11_MODULE(_C, m) {
   m.def(
       "csr_linear_cpu",
       [](uintptr_t x, int64_t M, int64_t K, int64_t x_row_stride, uintptr_t row_ptr, int row_ptr_bytes,
-         uintptr_t col_idx, int col_idx_bytes, int64_t nnz, uintptr_t values, int value_bytes, uintptr_t scale,
+         uintptr_t col_idx, int col_idx_bytes, int64_t nnz, uintptr_t values, int value_type, uintptr_t scale,
          int64_t N, uintptr_t bias, uintptr_t y, int nthreads) {
         raise_if_failed(csr_linear_cpu(ptr<const float>(x), M, K, x_row_stride, ptr<const void>(row_ptr),
                                        row_ptr_bytes, ptr<const void>(col_idx), col_idx_bytes, nnz,
-                                       ptr<const void>(values), value_bytes, ptr<const float>(scale), N,
+                                       ptr<const void>(values), value_type, ptr<const float>(scale), N,
                                        ptr<const float>(bias), ptr<float>(y), nthreads),
                         "csr_linear");
       },
       py::arg("x"), py::arg("M"), py::arg("K"), py::arg("x_row_stride"), py::arg("row_ptr"), py::arg("row_ptr_bytes"),
-      py::arg("col_idx"), py::arg("col_idx_bytes"), py::arg("nnz"), py::arg("values"), py::arg("value_bytes"),
+      py::arg("col_idx"), py::arg("col_idx_bytes"), py::arg("nnz"), py::arg("values"), py::arg("value_type"),
       py::arg("scale"), py::arg("N"), py::arg("bias"), py::arg("y"), py::arg("nthreads"),
       py::call_guard<py::gil_scoped_release>(),
-      "CSR linear with float32 values (value_bytes 4) or int8 ones and a scale (1); index widths in bytes "
+      "CSR linear; value_type 0 float32, 1 int8 (with a scale), 2 float16, 3 bfloat16; index widths in bytes "
       "(row_ptr 4/8, col_idx 2/4).");
   m.attr("csr_linear_lanes") = kCsrLanes;
   m.def(
       "bsr_linear_cpu",
       [](uintptr_t x, int64_t M, int64_t K, int64_t x_row_stride, uintptr_t block_row_ptr, int row_ptr_bytes,
-         uintptr_t block_col_idx, int col_idx_bytes, int64_t blocks, uintptr_t values, int value_bytes,
+         uintptr_t block_col_idx, int col_idx_bytes, int64_t blocks, uintptr_t values, int value_type,
          uintptr_t scale, int64_t N, int64_t bn, int64_t bk, uintptr_t bias, uintptr_t y, int nthreads) {
         raise_if_failed(bsr_linear_cpu(ptr<const float>(x), M, K, x_row_stride, ptr<const void>(block_row_ptr),
                                        row_ptr_bytes, ptr<const void>(block_col_idx), col_idx_bytes, blocks,
-                                       ptr<const void>(values), value_bytes, ptr<const float>(scale), N, bn, bk,
+                                       ptr<const void>(values), value_type, ptr<const float>(scale), N, bn, bk,
                                        ptr<const float>(bias), ptr<float>(y), nthreads),
                         "bsr_linear");
       },
       py::arg("x"), py::arg("M"), py::arg("K"), py::arg("x_row_stride"), py::arg("block_row_ptr"),
       py::arg("row_ptr_bytes"), py::arg("block_col_idx"), py::arg("col_idx_bytes"), py::arg("blocks"),
-      py::arg("values"), py::arg("value_bytes"), py::arg("scale"), py::arg("N"), py::arg("bn"), py::arg("bk"),
+      py::arg("values"), py::arg("value_type"), py::arg("scale"), py::arg("N"), py::arg("bn"), py::arg("bk"),
       py::arg("bias"), py::arg("y"), py::arg("nthreads"), py::call_guard<py::gil_scoped_release>(),
-      "BSR linear with values [blocks, bn, bk], float32 (value_bytes 4) or int8 with a scale (1); index widths "
-      "in bytes (row_ptr 4/8, col_idx 2/4).");
+      "BSR linear with values [blocks, bn, bk]; value_type as csr_linear_cpu; index widths in bytes "
+      "(row_ptr 4/8, col_idx 2/4).");
   m.def(
       "nm_linear_cpu",
-      [](uintptr_t x, int64_t M, int64_t K, int64_t x_row_stride, uintptr_t values, int value_bytes, uintptr_t scale,
+      [](uintptr_t x, int64_t M, int64_t K, int64_t x_row_stride, uintptr_t values, int value_type, uintptr_t scale,
          uintptr_t indices, int64_t N, int n, int m_, uintptr_t bias, uintptr_t y, int nthreads) {
-        raise_if_failed(nm_linear_cpu(ptr<const float>(x), M, K, x_row_stride, ptr<const void>(values), value_bytes,
+        raise_if_failed(nm_linear_cpu(ptr<const float>(x), M, K, x_row_stride, ptr<const void>(values), value_type,
                                       ptr<const float>(scale), ptr<const uint8_t>(indices), N, n, m_,
                                       ptr<const float>(bias), ptr<float>(y), nthreads),
                         "nm_linear");
       },
-      py::arg("x"), py::arg("M"), py::arg("K"), py::arg("x_row_stride"), py::arg("values"), py::arg("value_bytes"),
+      py::arg("x"), py::arg("M"), py::arg("K"), py::arg("x_row_stride"), py::arg("values"), py::arg("value_type"),
       py::arg("scale"), py::arg("indices"), py::arg("N"), py::arg("n"), py::arg("m"), py::arg("bias"), py::arg("y"),
       py::arg("nthreads"), py::call_guard<py::gil_scoped_release>(),
-      "N:M linear with values [N, K/m*n], float32 (value_bytes 4) or int8 with a scale (1), and packed position "
-      "fields.");
+      "N:M linear with values [N, K/m*n] (value_type as csr_linear_cpu) and packed position fields.");
 
   m.def(
       "dwsep_conv2d_cpu",

@@ -197,29 +197,28 @@ def test_bad_shapes_are_refused_by_the_entry_points():
 
 
 # ---- the chooser -------------------------------------------------------------
-def test_chooser_picks_cpu_c_for_float32_values_only():
+def test_chooser_picks_cpu_c_for_every_value_dtype():
     w = nm_weight(8, 16, (2, 4))
     x, b = inputs(2, 16, 8)
-    assert choose("nm_linear", x.device, x.dtype, (x, w.values, w.indices, None, 2, 4, b)).name == "cpu_c"
-    half = w.values.half()
-    assert choose("nm_linear", x.device, x.dtype, (x, half, w.indices, None, 2, 4, b)).name == "torch"
+    for values in (w.values, w.values.half(), w.values.bfloat16()):
+        assert choose("nm_linear", x.device, x.dtype, (x, values, w.indices, None, 2, 4, b)).name == "cpu_c"
     bw = bsr_weight(8, 16, (4, 4), 0.5)
     args = (x, bw.block_row_ptr, bw.block_col_idx, bw.values, None, 8, b)
     assert choose("bsr_linear", x.device, x.dtype, args).name == "cpu_c"
 
 
 # ---- int8 values with per-row scales (sparse + quantized) ----------------------
-def int8_pair(fmt):
+def int8_pair(fmt, k=96):
     """(int8 format, the same arrays with the int8 values widened to float32)."""
     g = torch.Generator().manual_seed(7)
-    w = torch.randn(40, 96, generator=g)
+    w = torch.randn(40, k, generator=g)
     if fmt == "csr":
         q = CSRWeight.from_dense(w, torch.rand(40, 96, generator=g) >= 0.7, quantize_int8=True)
         return q, CSRWeight(q.row_ptr, q.col_idx, q.values.float(), q.shape)
     if fmt == "bsr":
         q = BSRWeight.from_dense(w, (8, 16), torch.rand(5, 6, generator=g) >= 0.5, quantize_int8=True)
         return q, BSRWeight(q.block_row_ptr, q.block_col_idx, q.values.float(), q.shape, q.block)
-    keep = (torch.rand(40, 24, 4, generator=g).argsort(dim=-1) < 2).reshape(40, 96)
+    keep = (torch.rand(40, k // 4, 4, generator=g).argsort(dim=-1) < 2).reshape(40, k)
     q = NMWeight.from_dense(w * keep, (2, 4), quantize_int8=True)
     return q, NMWeight(q.values.float(), q.indices, q.shape, q.pattern)
 
@@ -233,11 +232,11 @@ def run_int8(w, x, bias=None):
 
 
 @pytest.mark.parametrize("m", [1, 2, 3, 17])
-@pytest.mark.parametrize("fmt", ["csr", "bsr", "nm"])
-def test_int8_values_are_the_float_sum_times_the_scale(cpu_isa, fmt, m):
+@pytest.mark.parametrize("fmt,k", [("csr", 96), ("bsr", 96), ("nm", 96), ("nm", 104)])  # 104: a short last run
+def test_int8_values_are_the_float_sum_times_the_scale(cpu_isa, fmt, k, m):
     # Documented order: the sum over the widened values, times scale[n] (one rounding), plus the bias.
-    q, widened = int8_pair(fmt)
-    x, b = inputs(m, 96, 40)
+    q, widened = int8_pair(fmt, k)
+    x, b = inputs(m, k, 40)
     want = run_int8(widened, x) * q.scale + b
     assert torch.equal(run_int8(q, x, b), want)
 
@@ -268,3 +267,26 @@ def test_sizes_whose_products_overflow_are_refused():
     with pytest.raises(ValueError, match="larger than the kernel supports"):
         slimops._C.bsr_linear_cpu(t.data_ptr(), 1, 2**40, 2**40, t.data_ptr(), 4, t.data_ptr(), 2, 0, t.data_ptr(),
                                   4, 0, 2**40, 1, 1, 0, t.data_ptr(), 1)
+
+
+# ---- float16 and bfloat16 values: widened exactly, then the float32 order ---------
+@pytest.mark.parametrize("m", [1, 2, 5])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("fmt", ["csr", "bsr", "nm"])
+def test_half_values_give_the_bits_of_their_float32_widening(cpu_isa, fmt, dtype, m):
+    g = torch.Generator().manual_seed(9)
+    w = torch.randn(24, 104, generator=g)
+    w[0, :8] = torch.tensor([6e-8, -6e-8, 1e-5, 65504.0, -0.0, 1e-40, 3e38, -2.5])  # subnormals, extremes
+    keep = torch.rand(24, 104, generator=g) >= 0.5
+    if fmt == "csr":
+        half = CSRWeight.from_dense(w.to(dtype), keep)
+        wide = CSRWeight(half.row_ptr, half.col_idx, half.values.float(), half.shape)
+    elif fmt == "bsr":
+        half = BSRWeight.from_dense(w.to(dtype), (4, 8))
+        wide = BSRWeight(half.block_row_ptr, half.block_col_idx, half.values.float(), half.shape, half.block)
+    else:
+        keep = (torch.rand(24, 26, 4, generator=g).argsort(dim=-1) < 2).reshape(24, 104)
+        half = NMWeight.from_dense((w * keep).to(dtype), (2, 4))
+        wide = NMWeight(half.values.float(), half.indices, half.shape, half.pattern)
+    x, b = inputs(m, 104, 24)
+    assert torch.equal(run_int8(half, x, b), run_int8(wide, x, b))

@@ -164,13 +164,13 @@ def test_bad_index_width_raises():
                                   col_idx.numel(), values.data_ptr(), 4, 0, 6, 0, y.data_ptr(), 1)
 
 
-@pytest.mark.parametrize("value_bytes,with_scale", [(4, True), (1, False), (2, False)])
-def test_bad_values_type_raises(value_bytes, with_scale):
+@pytest.mark.parametrize("value_type,with_scale", [(0, True), (1, False), (2, True), (4, False), (-1, False)])
+def test_bad_values_type_raises(value_type, with_scale):
     row_ptr, col_idx, values = csr_arrays(6, 33, 0.5)
     y, x, scale = torch.empty(3, 6), torch.randn(3, 33), torch.ones(6)
-    with pytest.raises(ValueError, match="values must be float32"):
+    with pytest.raises(ValueError, match="values must be float32, float16 or bfloat16"):
         slimops._C.csr_linear_cpu(x.data_ptr(), 3, 33, 33, row_ptr.data_ptr(), 4, col_idx.data_ptr(), 2,
-                                  col_idx.numel(), values.data_ptr(), value_bytes,
+                                  col_idx.numel(), values.data_ptr(), value_type,
                                   scale.data_ptr() if with_scale else 0, 6, 0, y.data_ptr(), 1)
 
 
@@ -193,5 +193,5 @@ def test_chooser_picks_cpu_c_for_int8_values():
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_chooser_picks_torch_for_other_values(dtype):
-    assert chosen(dtype) == "torch"
+def test_chooser_picks_cpu_c_for_half_values(dtype):
+    assert chosen(dtype) == "cpu_c"

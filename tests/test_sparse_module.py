@@ -372,3 +372,13 @@ def test_break_even_densities_follow_the_cpu_code_path(isa, kind):
         assert slimops.choose_layout(medium, expected_rows=16).kind == kind
     finally:
         slimops.set_cpu_isa(previous)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_weights_go_sparse_only_very_sparse_and_from_3_rows(dtype):
+    w = random_weight()
+    very = (w * prune.unstructured_mask(w, 0.9)).to(dtype)
+    assert slimops.choose_layout(very, expected_rows=1, dtype=dtype).kind == "dense"
+    assert slimops.choose_layout(very, expected_rows=16, dtype=dtype).kind == "csr"
+    two_four = (w * prune.nm_mask(w, 2, 4)).to(dtype)
+    assert slimops.choose_layout(two_four, expected_rows=16, dtype=dtype).kind == "dense"

@@ -39,6 +39,12 @@ BREAK_EVEN_DENSITY = {
 # values on AVX-512 (2:4 int8 at 1 row: 3.1x dense). From 3 rows the float table applies.
 BREAK_EVEN_DENSITY_INT8_FEW_ROWS = {"csr": 0.3, "bsr": 0.3, "nm": 0.55}
 INT8_FEW_ROWS = 2
+# float16 / bfloat16 values run the xT kernel after widening, against torch's dense half-precision
+# layer, which reads half the bytes (and on this CPU runs bf16 dot products): measured at 4096^2,
+# CSR at density 0.1 wins from 16 rows (bf16 2.6x, fp16 1.5x) and loses at 1 row (bf16 0.5x);
+# 2:4 and density 0.3 lose. So half-precision weights go sparse only very sparse, from 3 rows.
+BREAK_EVEN_DENSITY_HALF = {"csr": ((2, 0.0), (math.inf, 0.12)), "bsr": ((2, 0.0), (math.inf, 0.12)),
+                           "nm": ((math.inf, 0.0),)}
 # The tables are for slimops' AVX-512 CPU path. Its AVX2 path runs the same kernels on half-width
 # vectors (measured: CSR at density 0.45 and 16 rows, 1.13x slower than dense there, 1.3x faster on
 # AVX-512), and the scalar path loses to torch's vectorized dense layer almost everywhere; the
@@ -69,11 +75,13 @@ def describe(kind: str, block=None, pattern=None) -> str:
     return kind
 
 
-def break_even_density(kind: str, rows: int, int8: bool = False, device="cpu") -> float:
+def break_even_density(kind: str, rows: int, int8: bool = False, device="cpu", half: bool = False) -> float:
+    """half: float16 or bfloat16 values (and not int8)."""
     if int8 and rows <= INT8_FEW_ROWS:
         density = BREAK_EVEN_DENSITY_INT8_FEW_ROWS[kind]
     else:
-        density = next(density for max_rows, density in BREAK_EVEN_DENSITY[kind] if rows <= max_rows)
+        table = BREAK_EVEN_DENSITY_HALF if half and not int8 else BREAK_EVEN_DENSITY
+        density = next(density for max_rows, density in table[kind] if rows <= max_rows)
     if torch.device(device).type == "cpu":
         density *= CPU_ISA_SCALE[_C.cpu_isa()]
     return density
@@ -101,13 +109,14 @@ def choose_layout(weight: torch.Tensor, expected_rows: int = 1, device="cpu", dt
     if dtype not in FLOAT_DTYPES:
         return LayoutChoice("dense", reason=f"the sparse ops do not take {dtype} activations")
     rejected = []
+    half = weight.dtype in (torch.float16, torch.bfloat16)
     def cost(c):
-        return c.stored_density / max(break_even_density(c.kind, expected_rows, int8, device), 1e-12)
+        return c.stored_density / max(break_even_density(c.kind, expected_rows, int8, device, half), 1e-12)
 
     candidates = sorted(_candidates(mask), key=cost)
     for candidate in candidates:  # a stable sort: on equal cost the earlier (2:4, larger blocks) wins
         name = describe(candidate.kind, candidate.block, candidate.pattern)
-        limit = break_even_density(candidate.kind, expected_rows, int8, device)
+        limit = break_even_density(candidate.kind, expected_rows, int8, device, half)
         if candidate.stored_density > limit:
             rejected.append(f"{name} stores {candidate.stored_density:.2f} > break-even {limit:.2f}")
             continue

@@ -39,20 +39,20 @@ RowsFn rows_for(CpuIsa isa) {
 
 Status csr_linear_cpu(const float* x, int64_t M, int64_t K, int64_t x_row_stride, const void* row_ptr,
                       int row_ptr_bytes, const void* col_idx, int col_idx_bytes, int64_t nnz, const void* values,
-                      int value_bytes, const float* scale, int64_t N, const float* bias, float* y, int nthreads) {
+                      int value_type, const float* scale, int64_t N, const float* bias, float* y, int nthreads) {
   Status s = sparse_xt::check_sizes(M, K, N, nnz, x_row_stride);
   if (s != Status::kOk) return s;
   if (row_ptr == nullptr || (nnz != 0 && (col_idx == nullptr || values == nullptr))) return Status::kNullPointer;
   s = sparse_xt::check_row_ptr(row_ptr, row_ptr_bytes, col_idx_bytes, N, nnz);
   if (s != Status::kOk) return s;
   sparse_xt::Values v;
-  s = sparse_xt::make_values(values, value_bytes, scale, &v);
+  s = sparse_xt::make_values(values, value_type, scale, &v);
   if (s != Status::kOk) return s;
   if (M == 0 || N == 0) return Status::kOk;
   if ((K != 0 && x == nullptr) || y == nullptr) return Status::kNullPointer;
   const int64_t mean_row_nnz = std::max<int64_t>(1, nnz / N);
-  // The gather kernels take float32 values; int8 ones run the xT kernel.
-  if (M > kCsrGatherMaxRows || v.i8 != nullptr) {
+  // The gather kernels take float32 values; others run the xT kernel.
+  if (M > kCsrGatherMaxRows || v.f32 == nullptr) {
     const sparse_xt::CsrWeight w{row_ptr, col_idx, v, row_ptr_bytes, col_idx_bytes, static_cast<uint32_t>(K)};
     return sparse_xt::run({x, M, K, x_row_stride, N, bias, y, nthreads, mean_row_nnz}, w);
   }

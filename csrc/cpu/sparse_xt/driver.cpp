@@ -141,23 +141,34 @@ Status check_row_ptr(const void* ptr, int ptr_bytes, int idx_bytes, int64_t rows
   return valid ? Status::kOk : Status::kBadRowPtr;
 }
 
-Status make_values(const void* values, int value_bytes, const float* scale, Values* out) {
-  if (value_bytes == 4 && scale == nullptr) {
-    *out = {static_cast<const float*>(values), nullptr, nullptr};
-  } else if (value_bytes == 1 && scale != nullptr) {
-    *out = {nullptr, static_cast<const int8_t*>(values), scale};
-  } else {
-    return Status::kBadValues;
+Status make_values(const void* values, int value_type, const float* scale, Values* out) {
+  if ((value_type == kValuesInt8) != (scale != nullptr)) return Status::kBadValues;
+  *out = {nullptr, nullptr, nullptr, nullptr, scale};
+  switch (value_type) {
+    case kValuesFloat32:
+      out->f32 = static_cast<const float*>(values);
+      return Status::kOk;
+    case kValuesInt8:
+      out->i8 = static_cast<const int8_t*>(values);
+      return Status::kOk;
+    case kValuesFloat16:
+      out->f16 = static_cast<const uint16_t*>(values);
+      return Status::kOk;
+    case kValuesBFloat16:
+      out->bf16 = static_cast<const uint16_t*>(values);
+      return Status::kOk;
+    default:
+      return Status::kBadValues;
   }
-  return Status::kOk;
 }
 
 Status run(const Call& c, const CsrWeight& w) { return run_weight(c, w); }
 Status run(const Call& c, const BsrWeight& w) { return run_weight(c, w); }
 Status run(const Call& c, const NmWeight& w) {
 #ifdef SLIMOPS_X86
-  // The AVX2 streaming kernel takes float32 values only; int8 ones run the xT kernel there.
-  if (c.M <= 2 && active_cpu_isa() == CpuIsa::kAvx512Vnni) return run_rows(c, w, nm_rows_avx512);
+  // The streaming kernels take float32 values (and int8 on AVX-512); the others run the xT kernel.
+  const bool int8_or_f32 = w.values.f32 != nullptr || w.values.i8 != nullptr;
+  if (c.M <= 2 && active_cpu_isa() == CpuIsa::kAvx512Vnni && int8_or_f32) return run_rows(c, w, nm_rows_avx512);
   if (c.M <= 2 && active_cpu_isa() == CpuIsa::kAvx2 && w.values.f32 != nullptr) return run_rows(c, w, nm_rows_avx2);
 #endif
   return run_weight(c, w);

@@ -34,9 +34,12 @@ Status check_sizes(int64_t M, int64_t K, int64_t N, int64_t stored, int64_t x_ro
 // inside the index and value arrays), and supported element widths.
 Status check_row_ptr(const void* ptr, int ptr_bytes, int idx_bytes, int64_t rows, int64_t entries);
 
-// The Values of a float32 (value_bytes 4, no scale) or int8 (value_bytes 1,
-// with scale) values array; kBadValues otherwise.
-Status make_values(const void* values, int value_bytes, const float* scale, Values* out);
+// Value type codes of the entry points.
+enum ValueType : int { kValuesFloat32 = 0, kValuesInt8 = 1, kValuesFloat16 = 2, kValuesBFloat16 = 3 };
+
+// The Values of a values array of that type: a scale with int8 values only;
+// kBadValues otherwise.
+Status make_values(const void* values, int value_type, const float* scale, Values* out);
 
 // y for all M rows (M >= 1, N >= 1; checked arrays).
 Status run(const Call& c, const CsrWeight& w);

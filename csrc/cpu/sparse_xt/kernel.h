@@ -74,23 +74,59 @@ struct RunOf {
   int64_t first = 0;
 };
 
+// float16 and bfloat16 bits as float (exact).
+inline float bf16_to_float(uint16_t h) {
+  const uint32_t bits = uint32_t{h} << 16;
+  float f;
+  std::memcpy(&f, &bits, sizeof(f));
+  return f;
+}
+
+inline float f16_to_float(uint16_t h) {
+  const uint32_t sign = uint32_t{h & 0x8000u} << 16, exponent = (h >> 10) & 0x1fu, mantissa = h & 0x3ffu;
+  uint32_t bits;
+  if (exponent == 0x1f) {
+    bits = sign | 0x7f800000u | (mantissa << 13);  // Inf, NaN
+  } else if (exponent != 0) {
+    bits = sign | ((exponent + 112) << 23) | (mantissa << 13);
+  } else if (mantissa == 0) {
+    bits = sign;
+  } else {  // subnormal: shift the leading 1 up to the implicit bit
+    uint32_t m = mantissa, shift = 0;
+    while ((m & 0x400u) == 0) {
+      m <<= 1;
+      ++shift;
+    }
+    bits = sign | ((113 - shift) << 23) | ((m & 0x3ffu) << 13);
+  }
+  float f;
+  std::memcpy(&f, &bits, sizeof(f));
+  return f;
+}
+
+inline float value_at(const Values& v, int64_t i) {
+  if (v.f32 != nullptr) return v.f32[i];
+  if (v.i8 != nullptr) return v.i8[i];
+  return v.f16 != nullptr ? f16_to_float(v.f16[i]) : bf16_to_float(v.bf16[i]);
+}
+
 // Points run.values at count stored values from offset: in place for float32,
-// widened into run.widened for int8.
+// widened into run.widened for the others.
 template <class Run>
 [[gnu::always_inline]] inline void read_values(const Values& v, int64_t offset, int count, Run& run) {
   if (v.f32 != nullptr) {
     run.values = v.f32 + offset;
     return;
   }
-  if (count == kLanes) {
+  if (v.i8 != nullptr && count == kLanes) {
     for (int l = 0; l < kLanes; ++l) run.widened[l] = v.i8[offset + l];
+  } else if (v.bf16 != nullptr && count == kLanes) {
+    for (int l = 0; l < kLanes; ++l) run.widened[l] = bf16_to_float(v.bf16[offset + l]);
   } else {
-    for (int l = 0; l < count; ++l) run.widened[l] = v.i8[offset + l];
+    for (int l = 0; l < count; ++l) run.widened[l] = value_at(v, offset + l);
   }
   run.values = run.widened;
 }
-
-inline float value_at(const Values& v, int64_t i) { return v.f32 != nullptr ? v.f32[i] : v.i8[i]; }
 
 // Walks: Walk::row<S>(w, n, f) calls f(run) for row n's stored elements,
 // kLanes at a time, and returns false on a bad index or field. Each walk has

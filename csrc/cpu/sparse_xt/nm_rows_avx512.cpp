@@ -107,7 +107,7 @@ bool rows(const Rows& r, const NmWeight& w) {
 }  // namespace
 
 bool nm_rows_avx512(const Rows& r, const NmWeight& w) {
-  if (w.values.i8 != nullptr) {
+  if (w.values.i8 != nullptr) {  // else float32 (the driver sends no other types here)
     if (r.M == 1) return w.m == 4 ? rows<4, 1, true>(r, w) : rows<8, 1, true>(r, w);
     return w.m == 4 ? rows<4, 2, true>(r, w) : rows<8, 2, true>(r, w);
   }

@@ -12,11 +12,14 @@
 namespace slimops {
 namespace sparse_xt {
 
-// Stored values: float32, or int8 with a float32 scale per output row
-// (W[n, k] = v * scale[n]); exactly one of f32 and i8 is set.
+// Stored values: float32, float16, bfloat16 (the bits), or int8 with a
+// float32 scale per output row (W[n, k] = v * scale[n]); exactly one of the
+// arrays is set.
 struct Values {
   const float* f32;
   const int8_t* i8;
+  const uint16_t* f16;
+  const uint16_t* bf16;
   const float* scale;  // [N], with i8
 };
 

@@ -10,7 +10,7 @@ namespace slimops {
 
 Status bsr_linear_cpu(const float* x, int64_t M, int64_t K, int64_t x_row_stride, const void* block_row_ptr,
                       int row_ptr_bytes, const void* block_col_idx, int col_idx_bytes, int64_t blocks,
-                      const void* values, int value_bytes, const float* scale, int64_t N, int64_t bn, int64_t bk,
+                      const void* values, int value_type, const float* scale, int64_t N, int64_t bn, int64_t bk,
                       const float* bias, float* y, int nthreads) {
   Status s = sparse_xt::check_sizes(M, K, N, blocks, x_row_stride);
   if (s != Status::kOk) return s;
@@ -23,7 +23,7 @@ Status bsr_linear_cpu(const float* x, int64_t M, int64_t K, int64_t x_row_stride
   s = sparse_xt::check_row_ptr(block_row_ptr, row_ptr_bytes, col_idx_bytes, N / bn, blocks);
   if (s != Status::kOk) return s;
   sparse_xt::Values v;
-  s = sparse_xt::make_values(values, value_bytes, scale, &v);
+  s = sparse_xt::make_values(values, value_type, scale, &v);
   if (s != Status::kOk) return s;
   if (M == 0 || N == 0) return Status::kOk;
   if ((K != 0 && x == nullptr) || y == nullptr) return Status::kNullPointer;
@@ -34,14 +34,14 @@ Status bsr_linear_cpu(const float* x, int64_t M, int64_t K, int64_t x_row_stride
 }
 
 Status nm_linear_cpu(const float* x, int64_t M, int64_t K, int64_t x_row_stride, const void* values,
-                     int value_bytes, const float* scale, const uint8_t* indices, int64_t N, int n, int m,
+                     int value_type, const float* scale, const uint8_t* indices, int64_t N, int n, int m,
                      const float* bias, float* y, int nthreads) {
   if ((m != 4 && m != 8) || n < 1 || n >= m || K % m != 0) return Status::kBadShape;
   const int64_t kept = K / m * n;
   Status s = sparse_xt::check_sizes(M, K, N, kept, x_row_stride);
   if (s != Status::kOk) return s;
   sparse_xt::Values v;
-  s = sparse_xt::make_values(values, value_bytes, scale, &v);
+  s = sparse_xt::make_values(values, value_type, scale, &v);
   if (s != Status::kOk) return s;
   if (M == 0 || N == 0) return Status::kOk;
   if ((kept != 0 && (values == nullptr || indices == nullptr)) || (K != 0 && x == nullptr) || y == nullptr) {

@@ -32,11 +32,12 @@ constexpr int kCsrLanes = 16;
 // int32 (4) or int64 (8).
 // x: [M, K] with row stride x_row_stride; values: [nnz]; bias: [N] or null;
 // y: [M, N] contiguous.
-// values: float32 (value_bytes 4, scale null), or int8 (value_bytes 1) with a
-// float32 scale [N], W[n, k] = v * scale[n]: then the sum of step 2 is
-// multiplied by scale[n] (one rounding) before the bias.
+// values: value_type 0 float32, 2 float16, 3 bfloat16 (scale null; the
+// half types widened exactly), or 1 int8 with a float32 scale [N],
+// W[n, k] = v * scale[n]: then the sum of step 2 is multiplied by scale[n]
+// (one rounding) before the bias.
 Status csr_linear_cpu(const float* x, int64_t M, int64_t K, int64_t x_row_stride, const void* row_ptr,
                       int row_ptr_bytes, const void* col_idx, int col_idx_bytes, int64_t nnz, const void* values,
-                      int value_bytes, const float* scale, int64_t N, const float* bias, float* y, int nthreads);
+                      int value_type, const float* scale, int64_t N, const float* bias, float* y, int nthreads);
 
 }  // namespace slimops

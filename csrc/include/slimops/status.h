@@ -51,7 +51,7 @@ inline const char* status_message(Status s) {
     case Status::kBadPosition:
       return "an N:M position field is outside its group";
     case Status::kBadValues:
-      return "values must be float32 (no scale) or int8 with a float32 scale per output row";
+      return "values must be float32, float16 or bfloat16 (no scale), or int8 with a float32 scale per output row";
   }
   return "unknown error";
 }

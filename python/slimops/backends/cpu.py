@@ -108,10 +108,13 @@ def w4a8_linear(x, w_packed, w_scale, w_zero_point, group_size, bias):
     return _as_output(y, x)
 
 
+# The value type codes of the native sparse entry points.
+_VALUE_TYPES = {torch.float32: 0, torch.int8: 1, torch.float16: 2, torch.bfloat16: 3}
+
+
 def _takes_values(values):
-    """The CPU sparse kernels take float32 values, and int8 ones with their scale;
-    fp16 and bf16 go to the plain-torch path."""
-    return None if values.dtype in (torch.float32, torch.int8) else f"takes float32 or int8 values, not {values.dtype}"
+    """Every value dtype of the formats: float32, float16, bfloat16, and int8 with its scale."""
+    return None if values.dtype in _VALUE_TYPES else f"does not take {values.dtype} values"
 
 
 def csr_linear_declines(x, row_ptr, col_idx, values, scale, n, bias):
@@ -127,8 +130,8 @@ def nm_linear_declines(x, values, indices, scale, pattern_n, pattern_m, bias):
 
 
 def _values_args(values, scale):
-    """(values pointer, value width in bytes, scale pointer) for the native sparse entry points."""
-    return values.data_ptr(), values.element_size(), _ptr(scale)
+    """(values pointer, value type code, scale pointer) for the native sparse entry points."""
+    return values.data_ptr(), _VALUE_TYPES[values.dtype], _ptr(scale)
 
 
 def csr_linear(x, row_ptr, col_idx, values, scale, n, bias):
