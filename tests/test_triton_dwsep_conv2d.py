@@ -5,9 +5,7 @@ interpreter config). With TRITON_INTERPRET=0 and a GPU it runs the compiled
 kernel on CUDA tensors (scripts/gpu_check.sh does that) and also covers
 bfloat16, the autotuner and >2**31 offsets.
 """
-import os
-
-os.environ.setdefault("TRITON_INTERPRET", "1")
+from triton_mode import DEVICE, INTERPRET, NEEDS_CUDA_UNLESS_INTERPRETED, triton  # first: sets TRITON_INTERPRET
 
 import zlib
 from dataclasses import dataclass, replace
@@ -16,8 +14,6 @@ import numpy as np
 import pytest
 import torch
 
-triton = pytest.importorskip("triton")
-
 from slimops import reference as ref
 from slimops.backends import cuda
 from slimops.kernels import dwsep_conv2d as kernel
@@ -25,12 +21,7 @@ from slimops.reference.dwsep_conv2d import ACTIVATIONS, activation
 
 from conftest import ABS_FLOOR, DOT_FP32_ROUNDINGS_PER_TERM, ROUNDOFF, assert_within_bound, to_numpy
 
-INTERPRET = triton.knobs.runtime.interpret
-DEVICE = "cpu" if INTERPRET else "cuda"
-pytestmark = pytest.mark.skipif(
-    not INTERPRET and not torch.cuda.is_available(),
-    reason="compiled Triton needs CUDA; set TRITON_INTERPRET=1 to use the interpreter",
-)
+pytestmark = NEEDS_CUDA_UNLESS_INTERPRETED
 
 # The interpreter has no bfloat16 arithmetic; the GPU run covers it.
 DTYPES = [torch.float32, torch.float16] + ([] if INTERPRET else [torch.bfloat16])

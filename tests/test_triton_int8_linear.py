@@ -4,9 +4,7 @@ Runs in Triton's CPU interpreter by default (CPU tensors, small shapes). With
 TRITON_INTERPRET=0 and a GPU it runs the compiled kernel on CUDA tensors
 (scripts/gpu_check.sh does that) and also covers bfloat16 and >2**31 offsets.
 """
-import os
-
-os.environ.setdefault("TRITON_INTERPRET", "1")
+from triton_mode import DEVICE, INTERPRET, NEEDS_CUDA_UNLESS_INTERPRETED  # first: sets TRITON_INTERPRET
 
 import itertools
 
@@ -14,18 +12,11 @@ import numpy as np
 import pytest
 import torch
 
-triton = pytest.importorskip("triton")
-
 from slimops.kernels import int8_linear as kernel
 
 from conftest import assert_within_roundoff
 
-INTERPRET = triton.knobs.runtime.interpret
-DEVICE = "cpu" if INTERPRET else "cuda"
-pytestmark = pytest.mark.skipif(
-    not INTERPRET and not torch.cuda.is_available(),
-    reason="compiled Triton needs CUDA; set TRITON_INTERPRET=1 to use the interpreter",
-)
+pytestmark = NEEDS_CUDA_UNLESS_INTERPRETED
 
 # The interpreter has no bfloat16 arithmetic; the GPU run covers it.
 OUT_DTYPES = [torch.float32, torch.float16] + ([] if INTERPRET else [torch.bfloat16])

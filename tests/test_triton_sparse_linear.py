@@ -4,17 +4,13 @@ Runs in Triton's CPU interpreter by default (CPU tensors, small shapes). With
 TRITON_INTERPRET=0 and a GPU it runs the compiled kernels on CUDA tensors
 (scripts/gpu_check.sh does that) and also covers bfloat16 activations.
 """
-import os
-
-os.environ.setdefault("TRITON_INTERPRET", "1")
+from triton_mode import DEVICE, INTERPRET, NEEDS_CUDA_UNLESS_INTERPRETED, triton  # first: sets TRITON_INTERPRET
 
 import itertools
 
 import numpy as np
 import pytest
 import torch
-
-triton = pytest.importorskip("triton")
 
 from slimops import reference as ref
 from slimops.backends import cuda
@@ -24,12 +20,7 @@ from slimops.kernels import nm_linear as nm_kernel
 
 from conftest import ABS_FLOOR, DOT_FP32_ROUNDINGS_PER_TERM, ROUNDOFF, assert_within_bound, to_numpy
 
-INTERPRET = triton.knobs.runtime.interpret
-DEVICE = "cpu" if INTERPRET else "cuda"
-pytestmark = pytest.mark.skipif(
-    not INTERPRET and not torch.cuda.is_available(),
-    reason="compiled Triton needs CUDA; set TRITON_INTERPRET=1 to use the interpreter",
-)
+pytestmark = NEEDS_CUDA_UNLESS_INTERPRETED
 
 # The interpreter has no bfloat16 arithmetic; the GPU run covers bf16 activations
 # (bf16 values with fp32 activations are only loaded and widened: the interpreter takes those).
