@@ -1,8 +1,8 @@
 // AVX2 path (compiled with -mavx2 -mfma).
 //
 // The 16 lanes of the float order are two ymm per activation row. A block of
-// 16 nonzeros (two ymm of indices, two of values) is read once and used for up
-// to four rows: per row two 8-wide gathers of x (vgatherdps) and two FMAs. The
+// 16 nonzeros (two ymm of indices, two of values) is read once and used for
+// both rows: per row two 8-wide gathers of x (vgatherdps) and two FMAs. The
 // last partial block is copied into zero-padded buffers (index 0 is in range
 // whenever the row's real indices are) and its FMAs are blended so the lanes
 // past the row's end stay as they were.
@@ -13,8 +13,6 @@
 namespace slimops {
 namespace csr_linear {
 namespace {
-
-constexpr int kMR = 4;
 
 inline __m256i load_indices8(const int16_t* col) {
   return _mm256_cvtepi16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(col)));
@@ -92,7 +90,7 @@ struct Avx2Kernel {
 
 }  // namespace
 
-bool rows_avx2(const Rows& r) { return walk_rows_any_index<kMR, Avx2Kernel>(r); }
+bool rows_avx2(const Rows& r) { return walk_rows_any_index<kCsrGatherMaxRows, Avx2Kernel>(r); }
 
 }  // namespace csr_linear
 }  // namespace slimops

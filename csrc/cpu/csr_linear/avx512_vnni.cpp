@@ -1,7 +1,7 @@
 // AVX-512 path (compiled with the avx512_vnni level's flags; it needs F, BW and VL).
 //
 // A block of 16 nonzeros is one zmm of column indices and one of values, read
-// once and used for up to 16 activation rows: per row one gather of x at the
+// once and used for both activation rows: per row one gather of x at the
 // indices (vgatherdps) and one FMA into that row's zmm of the 16 lanes. The
 // last partial block uses masks: masked loads, a masked gather and a masked
 // FMA that leaves the lanes past the row's end untouched.
@@ -14,8 +14,6 @@
 namespace slimops {
 namespace csr_linear {
 namespace {
-
-constexpr int kMR = 16;
 
 // Plain loads for full blocks, masked ones only for a row's last: this CPU
 // (Zen 4) streams masked loads from memory several times slower.
@@ -73,7 +71,7 @@ struct Avx512Kernel {
 
 }  // namespace
 
-bool rows_avx512(const Rows& r) { return walk_rows_any_index<kMR, Avx512Kernel>(r); }
+bool rows_avx512(const Rows& r) { return walk_rows_any_index<kCsrGatherMaxRows, Avx512Kernel>(r); }
 
 }  // namespace csr_linear
 }  // namespace slimops

@@ -17,9 +17,7 @@ namespace {
 using csr_linear::Rows;
 using csr_linear::RowsFn;
 
-// Measured at K = N = 4096: the gather kernels stream the weight once and win
-// at 1-2 rows; from 3 rows the xT kernel, which needs no gathers, is faster.
-constexpr int64_t kCsrGatherMaxRows = 2;
+using csr_linear::kCsrGatherMaxRows;
 
 RowsFn rows_for(CpuIsa isa) {
   switch (isa) {

@@ -28,7 +28,7 @@ struct ScalarKernel {
 
 }  // namespace
 
-bool rows_scalar(const Rows& r) { return walk_rows_any_index<4, ScalarKernel>(r); }
+bool rows_scalar(const Rows& r) { return walk_rows_any_index<kCsrGatherMaxRows, ScalarKernel>(r); }
 
 }  // namespace csr_linear
 }  // namespace slimops
