@@ -94,16 +94,17 @@ def test_leading_dims_and_strided_x():
     torch.testing.assert_close(y, want.reshape(2, 3, 7), rtol=0, atol=0)
 
 
-def run_case(m, sparsity):
-    arrays = csr_arrays(300, 257, sparsity, seed=3)
+def run_case(m, sparsity, idx_dtype=torch.int16):
+    arrays = csr_arrays(300, 257, sparsity, idx_dtype, seed=3)
     x, b = inputs(m, 257, 300, seed=4)
     return lambda: cpu.csr_linear(x, *arrays, None, 300, b)
 
 
-@pytest.mark.parametrize("m", [1, 5, 16, 19])
+@pytest.mark.parametrize("m", [1, 2, 5, 16, 19])
 @pytest.mark.parametrize("sparsity", [0.0, 0.9])
-def test_bit_identical_across_isas(m, sparsity):
-    assert_every_isa_agrees(run_case(m, sparsity))
+@pytest.mark.parametrize("idx_dtype", [torch.int16, torch.int32])
+def test_bit_identical_across_isas(m, sparsity, idx_dtype):
+    assert_every_isa_agrees(run_case(m, sparsity, idx_dtype))
 
 
 def test_a_row_gives_the_same_bits_alone_and_in_a_batch(cpu_isa):

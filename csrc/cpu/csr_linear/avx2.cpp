@@ -2,13 +2,15 @@
 //
 // The 16 lanes of the float order are two ymm per activation row. A block of
 // 16 nonzeros (two ymm of indices, two of values) is read once and used for
-// both rows: per row two 8-wide gathers of x (vgatherdps) and two FMAs. The
+// both rows: per row two ymm of x at the indices (x_quads.h) and two FMAs. The
 // last partial block is copied into zero-padded buffers (index 0 is in range
-// whenever the row's real indices are) and its FMAs are blended so the lanes
-// past the row's end stay as they were.
+// whenever the row's real indices are), gathered (vgatherdps) and its FMAs are
+// blended so the lanes past the row's end stay as they were.
 #include <immintrin.h>
 
+#include "../prefetch.h"
 #include "kernels.h"
+#include "x_quads.h"
 
 namespace slimops {
 namespace csr_linear {
@@ -27,9 +29,20 @@ inline bool any_out_of_range(__m256i idx, __m256i limit_minus_one) {
 }
 
 struct Avx2Kernel {
-  // One block of 16 nonzeros; lanes where keep is all-ones are updated.
+  // One full block of 16 checked nonzeros.
+  template <int mr, typename Idx>
+  static inline void full_block(const float* const (&a)[mr], const Idx* col, const __m256 (&v)[2],
+                                __m256 (&acc)[mr][2]) {
+#pragma GCC unroll 4
+    for (int i = 0; i < mr; ++i) {
+#pragma GCC unroll 2
+      for (int h = 0; h < 2; ++h) acc[i][h] = _mm256_fmadd_ps(x_octet(a[i], col + 8 * h), v[h], acc[i][h]);
+    }
+  }
+
+  // The last partial block; lanes where keep is all-ones are updated.
   template <int mr>
-  static inline void block(const float* const (&a)[mr], const __m256i (&idx)[2], const __m256 (&v)[2],
+  static inline void tail_block(const float* const (&a)[mr], const __m256i (&idx)[2], const __m256 (&v)[2],
                            const __m256 (&keep)[2], __m256 (&acc)[mr][2]) {
 #pragma GCC unroll 4
     for (int i = 0; i < mr; ++i) {
@@ -50,14 +63,16 @@ struct Avx2Kernel {
       acc[i][0] = acc[i][1] = _mm256_setzero_ps();
     }
     const __m256i limit_minus_one = _mm256_set1_epi32(static_cast<int32_t>(r.index_limit - 1));
-    const __m256 all = _mm256_castsi256_ps(_mm256_set1_epi32(-1));
-    const __m256 keep_all[2] = {all, all};
     int64_t j = begin;
     for (; j + kCsrLanes <= end; j += kCsrLanes) {
-      const __m256i idx[2] = {load_indices8(col + j), load_indices8(col + j + 8)};
-      if (any_out_of_range(idx[0], limit_minus_one) || any_out_of_range(idx[1], limit_minus_one)) return false;
+      prefetch_ahead_of(col, j);
+      prefetch_ahead_of(r.values, j);
+      if (any_out_of_range(load_indices8(col + j), limit_minus_one) ||
+          any_out_of_range(load_indices8(col + j + 8), limit_minus_one)) {
+        return false;
+      }
       const __m256 v[2] = {_mm256_loadu_ps(r.values + j), _mm256_loadu_ps(r.values + j + 8)};
-      block<mr>(a, idx, v, keep_all, acc);
+      full_block<mr>(a, col + j, v, acc);
     }
     if (j < end) {
       alignas(32) int32_t idx_tail[kCsrLanes] = {};
@@ -76,7 +91,7 @@ struct Avx2Kernel {
         keep[h] = _mm256_castsi256_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(keep_tail + 8 * h)));
       }
       if (any_out_of_range(idx[0], limit_minus_one) || any_out_of_range(idx[1], limit_minus_one)) return false;
-      block<mr>(a, idx, v, keep, acc);
+      tail_block<mr>(a, idx, v, keep, acc);
     }
     for (int i = 0; i < mr; ++i) {
       alignas(32) float p[kCsrLanes];

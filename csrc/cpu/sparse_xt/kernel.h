@@ -18,6 +18,7 @@
 #include <cstring>
 #include <utility>
 
+#include "../prefetch.h"
 #include "slimops/csr_linear.h"
 #include "sources.h"
 
@@ -128,6 +129,19 @@ template <class Run>
   run.values = run.widened;
 }
 
+// Prefetches the stored elements kStreamPrefetchElements past offset.
+template <typename Idx>
+[[gnu::always_inline]] inline void prefetch_ahead(const Values& v, const Idx* col, int64_t offset) {
+  prefetch_ahead_of(col, offset);
+  if (v.f32 != nullptr) {
+    prefetch_ahead_of(v.f32, offset);
+  } else if (v.i8 != nullptr) {
+    prefetch_ahead_of(v.i8, offset);
+  } else {
+    prefetch_ahead_of(v.f16 != nullptr ? v.f16 : v.bf16, offset);
+  }
+}
+
 // Walks: Walk::row<S>(w, n, f) calls f(run) for row n's stored elements,
 // kLanes at a time, and returns false on a bad index or field. Each walk has
 // a single call of f and gets its own run_tiles instance: with more, GCC
@@ -150,6 +164,7 @@ struct CsrWalk {
           if (static_cast<uint32_t>(static_cast<int32_t>(col[j + l])) >= w.col_limit) return false;
         }
       }
+      prefetch_ahead(w.values, col, j);
       read_values(w.values, j, run.count, run);
       f(run);
     }
