@@ -43,6 +43,19 @@ CPU_AVX512_VNNI = Ceilings(
     source="measured on the AVX-512 VNNI dev machine; see bench/ceilings.py",
 )
 
+# The 2-core Intel Xeon (AVX-512 VNNI + AMX, KVM guest, lscpu: 2 MiB L2 a core, 480 MiB L3 shared with the
+# host's other guests) that the project moved to on 2026-12-02. Measured there (torch 2.13.0, 2 threads): torch.sum
+# reads 50-55 GB/s up to 64 MiB and 22-30 GB/s from 128 MiB on, so about 64 MiB of the L3 is ours and cold rows rotate
+# past 128 MiB; DRAM streaming ~26 GB/s; fp32 sgemm 2048^3 305 GFLOP/s; torch._int_mm (oneDNN on AMX) at M=128..1024,
+# K=N=4096 2270-2380 GOP/s, taken as the int8 peak.
+CPU_XEON_AMX = Ceilings(
+    name="cpu-xeon-amx (measured by bench)",
+    bandwidth=26e9,
+    peaks={"fp32": 305e9, "int8": 2380e9},
+    last_level_cache=128 * MiB,
+    source="measured on the AMX Xeon dev machine; see bench/ceilings.py",
+)
+
 # ANCHORS.md, "GPU": H100 80GB HBM3. Device copy 2.92-3.00 TB/s; bf16 764 and fp16 710 TFLOP/s measured; int8 uses
 # the datasheet dense peak (~1979 TOPS) because slimops' target (>= 1150 TOPS) is above torch._int_mm's 870.
 CUDA_H100 = Ceilings(
@@ -57,6 +70,8 @@ CUDA_H100 = Ceilings(
 def for_machine(device, cpu_flags):
     if device == "cuda":
         return CUDA_H100
+    if "amx_int8" in cpu_flags:
+        return CPU_XEON_AMX
     return CPU_AVX512_VNNI if "avx512_vnni" in cpu_flags else CPU_AVX2
 
 

@@ -114,8 +114,9 @@ def test_numpy_references_agree():
 
 @pytest.mark.parametrize("m", [1, 2, 5, 16, 19])
 @pytest.mark.parametrize("w", [bsr_weight(64, 256, (16, 16), 0.5), bsr_weight(64, 255, (4, 5), 0.5),
-                               nm_weight(64, 256, (2, 4)), nm_weight(64, 256, (1, 8)), nm_weight(64, 248, (5, 8))],
-                         ids=["bsr16", "bsr4x5", "2:4", "1:8", "5:8"])
+                               nm_weight(64, 256, (2, 4)), nm_weight(64, 100, (2, 4)), nm_weight(64, 72, (4, 8)),
+                               nm_weight(64, 256, (1, 8)), nm_weight(64, 248, (5, 8))],
+                         ids=["bsr16", "bsr4x5", "2:4", "2:4-k100", "4:8-k72", "1:8", "5:8"])
 def test_same_bits_as_csr_on_the_stored_elements(cpu_isa, m, w):
     x, b = inputs(m, w.shape[1], w.shape[0])
     assert torch.equal(run(w, x, b), csr_run(as_csr(w), x, b))
