@@ -17,7 +17,7 @@ from slimops.formats import BSRWeight, CSRWeight, NMWeight
 
 from conftest import ROUNDOFF, assert_every_isa_agrees, assert_within_bound, outputs_on_one_and_many_threads
 
-ROWS = [0, 1, 2, 3, 9, 17]  # streaming (N:M), 8-row and 16-row tiles, partial tiles
+ROWS = [0, 1, 2, 3, 9, 17, 33, 64]  # streaming (N:M), 8-row and 16-row tiles, partial tiles, BSR panels
 BLOCKS = [(16, 16), (4, 4), (1, 4), (2, 3), (8, 32), (1, 1)]
 PATTERNS = [(2, 4), (1, 4), (3, 4), (4, 8), (1, 8), (2, 8), (5, 8), (7, 8)]
 
@@ -112,17 +112,17 @@ def test_numpy_references_agree():
     np.testing.assert_allclose(run(nw, x, b).numpy(), want, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("m", [1, 2, 5, 16, 19])
-@pytest.mark.parametrize("w", [bsr_weight(64, 256, (16, 16), 0.5), bsr_weight(64, 255, (4, 5), 0.5),
+@pytest.mark.parametrize("m", [1, 2, 5, 16, 19, 32, 45])
+@pytest.mark.parametrize("w", [bsr_weight(64, 256, (16, 16), 0.5), bsr_weight(64, 256, (8, 32), 0.5), bsr_weight(64, 255, (4, 5), 0.5),
                                nm_weight(64, 256, (2, 4)), nm_weight(64, 100, (2, 4)), nm_weight(64, 72, (4, 8)),
                                nm_weight(64, 256, (1, 8)), nm_weight(64, 248, (5, 8))],
-                         ids=["bsr16", "bsr4x5", "2:4", "2:4-k100", "4:8-k72", "1:8", "5:8"])
+                         ids=["bsr16", "bsr8x32", "bsr4x5", "2:4", "2:4-k100", "4:8-k72", "1:8", "5:8"])
 def test_same_bits_as_csr_on_the_stored_elements(cpu_isa, m, w):
     x, b = inputs(m, w.shape[1], w.shape[0])
     assert torch.equal(run(w, x, b), csr_run(as_csr(w), x, b))
 
 
-@pytest.mark.parametrize("m", [1, 6, 17])
+@pytest.mark.parametrize("m", [1, 6, 17, 40])
 @pytest.mark.parametrize("w", [bsr_weight(96, 160, (16, 16), 0.4), nm_weight(96, 160, (2, 4)),
                                nm_weight(96, 160, (3, 8))], ids=["bsr", "2:4", "3:8"])
 def test_bit_identical_across_isas_and_threads(m, w):
@@ -163,13 +163,14 @@ def test_nm_position_field_outside_its_group_raises(cpu_isa, m, field, byte):
         cpu.nm_linear(x, w.values, indices, None, 4, 8, None)
 
 
-@pytest.mark.parametrize("m", [1, 5])
+@pytest.mark.parametrize("m", [1, 5, 33])
 @pytest.mark.parametrize("value", [6, 32767, -1])
-def test_bsr_block_column_outside_the_matrix_raises(cpu_isa, m, value):
-    w = bsr_weight(16, 48, (4, 8), 0.0)  # 6 block columns
+@pytest.mark.parametrize("block", [(4, 8), (8, 16)], ids=str)
+def test_bsr_block_column_outside_the_matrix_raises(cpu_isa, m, value, block):
+    w = bsr_weight(16, 6 * block[1], block, 0.0)  # 6 block columns
     cols = w.block_col_idx.clone()
     cols[-1] = value
-    x, _ = inputs(m, 48, 16)
+    x, _ = inputs(m, w.shape[1], 16)
     with pytest.raises(ValueError, match="column index is outside"):
         cpu.bsr_linear(x, w.block_row_ptr, cols, w.values, None, 16, None)
 

@@ -44,18 +44,20 @@ TilesFn<BsrWeight> fn(const Path& p, const BsrWeight&) { return p.bsr; }
 TilesFn<NmWeight> fn(const Path& p, const NmWeight&) { return p.nm; }
 
 // xt[tile][k][i] = x[tile * T + i][k], zero for rows past M.
-void transpose_into_tiles(const Call& c, int64_t T, float* xt) {
-  for (int64_t m0 = 0; m0 < c.M; m0 += T) {
-    float* tile = xt + (m0 / T) * c.K * T;
-    for (int64_t i = 0; i < T; ++i) {
-      if (m0 + i >= c.M) {
-        for (int64_t k = 0; k < c.K; ++k) tile[k * T + i] = 0.0f;
-        continue;
-      }
-      const float* row = c.x + (m0 + i) * c.x_row_stride;
-      for (int64_t k = 0; k < c.K; ++k) tile[k * T + i] = row[k];
+void transpose_tile(const Call& c, int64_t T, int64_t tile, float* xt) {
+  const int64_t m0 = tile * T;
+  float* out = xt + tile * c.K * T;
+  for (int64_t i = 0; i < T; ++i) {
+    if (m0 + i >= c.M) {
+      for (int64_t k = 0; k < c.K; ++k) out[k * T + i] = 0.0f;
+      continue;
     }
+    const float* row = c.x + (m0 + i) * c.x_row_stride;
+    for (int64_t k = 0; k < c.K; ++k) out[k * T + i] = row[k];
   }
+}
+void transpose_into_tiles(const Call& c, int64_t T, float* xt) {
+  for (int64_t tile = 0; tile * T < c.M; ++tile) transpose_tile(c, T, tile, xt);
 }
 
 template <class Weight>
@@ -100,6 +102,38 @@ Status run_rows(const Call& c, const NmWeight& w, bool (*rows)(const Rows&, cons
     if (!rows(r, w)) bad.store(true, std::memory_order_relaxed);
   });
   return bad.load() ? Status::kBadPosition : Status::kOk;
+}
+
+// BSR at 32 rows and more with float32 values, bn % 8 == 0 and bk % 16 == 0
+// on AVX-512: bsr_panels_avx512 on tasks of whole block rows, over 32-row xT
+// tiles (laid out by both threads).
+bool panels_fit(const Call& c, const BsrWeight& w) {
+  return c.M >= 32 && active_cpu_isa() == CpuIsa::kAvx512Vnni && w.values.f32 != nullptr && w.bn % 8 == 0 &&
+         w.bk % kCsrLanes == 0 && c.N % w.bn == 0;
+}
+
+Status run_panels(const Call& c, const BsrWeight& w) {
+  constexpr int64_t T = 32;
+  const int64_t tiles = (c.M + T - 1) / T, K = std::max<int64_t>(c.K, 1);
+  float* xt = thread_buffer<float, kScratchSparseTiles>(tiles * T * K);
+  if (xt == nullptr) return Status::kOutOfMemory;
+  const int nthreads = threads_for(c.M, c.N, std::max<int64_t>(1, c.row_elements), c.nthreads);
+  parallel_for(tiles, nthreads, [&](int64_t tile) { transpose_tile(c, T, tile, xt); });
+
+  const RowSplit split = split_rows(c.N / w.bn, nthreads, 8);  // block rows a task
+  std::atomic<bool> bad{false}, oom{false};
+  parallel_for(split.tasks, nthreads, [&](int64_t task) {
+    if (bad.load(std::memory_order_relaxed) || oom.load(std::memory_order_relaxed)) return;
+    const int64_t n_begin = task * split.block * w.bn, n_end = std::min(c.N, n_begin + split.block * w.bn);
+    const int64_t blocks = read_index(w.block_row_ptr, w.row_ptr_bytes, n_end / w.bn) -
+                           read_index(w.block_row_ptr, w.row_ptr_bytes, n_begin / w.bn);
+    int64_t* offsets = thread_buffer<int64_t, kScratchSparseOutput>(std::max<int64_t>(blocks, 1));
+    if (offsets == nullptr) return oom.store(true, std::memory_order_relaxed);
+    const Tiles t{xt, c.bias, c.y, nullptr, c.M, c.K, c.N, n_begin, n_end};
+    if (!bsr_panels_avx512(t, w, offsets)) bad.store(true, std::memory_order_relaxed);
+  });
+  if (oom.load()) return Status::kOutOfMemory;
+  return bad.load() ? Status::kBadColumnIndex : Status::kOk;
 }
 #endif
 
@@ -163,7 +197,12 @@ Status make_values(const void* values, int value_type, const float* scale, Value
 }
 
 Status run(const Call& c, const CsrWeight& w) { return run_weight(c, w); }
-Status run(const Call& c, const BsrWeight& w) { return run_weight(c, w); }
+Status run(const Call& c, const BsrWeight& w) {
+#ifdef SLIMOPS_X86
+  if (panels_fit(c, w)) return run_panels(c, w);
+#endif
+  return run_weight(c, w);
+}
 Status run(const Call& c, const NmWeight& w) {
 #ifdef SLIMOPS_X86
   // The streaming kernels take float32 values (and int8 on AVX-512); the others run the xT kernel.

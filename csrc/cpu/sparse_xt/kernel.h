@@ -382,6 +382,10 @@ bool nm_avx512_half(const Tiles& t, const NmWeight& w);
 // on a corrupt position field. AVX-512: float32 or int8 values; AVX2: float32.
 bool nm_rows_avx512(const Rows& r, const NmWeight& w);
 bool nm_rows_avx2(const Rows& r, const NmWeight& w);
+// BSR with float32 values, bn % 8 == 0, bk % 16 == 0, for tasks of whole
+// block rows over 32-row xT tiles [tiles][K][32] (AVX-512); offsets: scratch
+// for one int64 a block of the task. False on a bad block column.
+bool bsr_panels_avx512(const Tiles& t, const BsrWeight& w, int64_t* offsets);
 
 }  // namespace sparse_xt
 }  // namespace slimops
