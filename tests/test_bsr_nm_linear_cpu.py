@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import slimops  # noqa: F401  (registers the ops)
+from slimops import prune
 from slimops import reference as ref
 from slimops.backends import cpu
 from slimops.backends.registry import choose
@@ -132,6 +133,21 @@ def test_bit_identical_across_isas_and_threads(m, w):
     assert torch.equal(one, many)
 
 
+@pytest.mark.parametrize("pattern", [(2, 4), (4, 8)], ids=str)
+@pytest.mark.parametrize("int8", [False, True], ids=["f32", "int8"])
+def test_nm_rows_give_the_same_bits_alone_and_in_any_batch(pattern, int8):
+    """K % 32 == 0: AVX-512 streams 1-2 rows, chunks 3-16 rows at a time; every ISA and row count agree."""
+    g = torch.Generator().manual_seed(3)
+    dense = torch.randn(40, 96, generator=g)
+    w = NMWeight.from_dense(dense * prune.nm_mask(dense, *pattern), pattern, quantize_int8=int8)
+    x, b = inputs(37, 96, 40)
+    alone = torch.cat([cpu.nm_linear(x[i:i + 1], w.values, w.indices, w.scale, *pattern, b) for i in range(37)])
+    for m in (2, 3, 5, 16, 17, 37):
+        y = cpu.nm_linear(x[:m], w.values, w.indices, w.scale, *pattern, b)
+        assert torch.equal(y, alone[:m]), m
+        assert_every_isa_agrees(lambda: cpu.nm_linear(x[:m], w.values, w.indices, w.scale, *pattern, b), m)
+
+
 def test_half_activations_and_strided_x():
     w = nm_weight(8, 64, (2, 4))
     x = torch.randn(3, 128)[:, ::2]
@@ -153,12 +169,13 @@ def test_nan_reaches_only_rows_that_store_its_column():
 # ---- corrupted arrays: the C++ entry refuses them ---------------------------
 @pytest.mark.parametrize("m", [1, 5])
 @pytest.mark.parametrize("field", [8, 15])
-@pytest.mark.parametrize("byte", [0, 9, -1])  # first run, second run, last (partial) run
-def test_nm_position_field_outside_its_group_raises(cpu_isa, m, field, byte):
-    w = nm_weight(4, 40, (4, 8))  # 20 kept a row: 10 bytes, a full and a partial run
+@pytest.mark.parametrize("byte", [0, 9, -1])  # K=40: first run, second run, last (partial) run
+@pytest.mark.parametrize("k", [40, 64])  # 64: only aligned runs
+def test_nm_position_field_outside_its_group_raises(cpu_isa, m, field, byte, k):
+    w = nm_weight(4, k, (4, 8))  # K=40: 20 kept a row: 10 bytes, a full and a partial run
     indices = w.indices.clone()
     indices[2, byte] = (indices[2, byte] & 0xF0) | field
-    x, _ = inputs(m, 40, 4)
+    x, _ = inputs(m, k, 4)
     with pytest.raises(ValueError, match="N:M position field is outside its group"):
         cpu.nm_linear(x, w.values, indices, None, 4, 8, None)
 

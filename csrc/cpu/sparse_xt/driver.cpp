@@ -104,6 +104,34 @@ Status run_rows(const Call& c, const NmWeight& w, bool (*rows)(const Rows&, cons
   return bad.load() ? Status::kBadPosition : Status::kOk;
 }
 
+// N:M at 3 rows and more on AVX-512 when every run is aligned (2:4 and 4:8,
+// K % 32 == 0): nm_chunks_avx512 on tasks of output rows, in passes of up to
+// 16 activation rows, each streaming the weight once.
+bool chunks_fit(const Call& c, const NmWeight& w) {
+  return c.M >= 3 && active_cpu_isa() == CpuIsa::kAvx512Vnni && (w.values.f32 != nullptr || w.values.i8 != nullptr) &&
+         c.K % 32 == 0 && nm_runs_aligned(w.n, w.m);
+}
+
+Status run_chunks(const Call& c, const NmWeight& w) {
+  constexpr int64_t kPassRows = 16;
+  const int nthreads = threads_for(c.M, c.N, std::max<int64_t>(1, c.row_elements), c.nthreads);
+  const RowSplit split = split_rows(c.N, nthreads, 256);
+  std::atomic<bool> bad{false}, oom{false};
+  parallel_for(split.tasks, nthreads, [&](int64_t task) {
+    if (bad.load(std::memory_order_relaxed) || oom.load(std::memory_order_relaxed)) return;
+    float* scratch = thread_buffer<float, kScratchSparseOutput>(nm_chunks_scratch(split.block));
+    if (scratch == nullptr) return oom.store(true, std::memory_order_relaxed);
+    const int64_t n_begin = task * split.block, n_end = std::min(c.N, n_begin + split.block);
+    for (int64_t m0 = 0; m0 < c.M; m0 += kPassRows) {
+      const Rows r{c.x + m0 * c.x_row_stride, c.bias, c.y + m0 * c.N, std::min(kPassRows, c.M - m0), c.K,
+                   c.x_row_stride, c.N, n_begin, n_end};
+      if (!nm_chunks_avx512(r, w, scratch)) return bad.store(true, std::memory_order_relaxed);
+    }
+  });
+  if (oom.load()) return Status::kOutOfMemory;
+  return bad.load() ? Status::kBadPosition : Status::kOk;
+}
+
 // BSR at 32 rows and more with float32 values, bn % 8 == 0 and bk % 16 == 0
 // on AVX-512: bsr_panels_avx512 on tasks of whole block rows, over 32-row xT
 // tiles (laid out by both threads).
@@ -209,6 +237,7 @@ Status run(const Call& c, const NmWeight& w) {
   const bool int8_or_f32 = w.values.f32 != nullptr || w.values.i8 != nullptr;
   if (c.M <= 2 && active_cpu_isa() == CpuIsa::kAvx512Vnni && int8_or_f32) return run_rows(c, w, nm_rows_avx512);
   if (c.M <= 2 && active_cpu_isa() == CpuIsa::kAvx2 && w.values.f32 != nullptr) return run_rows(c, w, nm_rows_avx2);
+  if (chunks_fit(c, w)) return run_chunks(c, w);
 #endif
   return run_weight(c, w);
 }

@@ -382,6 +382,14 @@ bool nm_avx512_half(const Tiles& t, const NmWeight& w);
 // on a corrupt position field. AVX-512: float32 or int8 values; AVX2: float32.
 bool nm_rows_avx512(const Rows& r, const NmWeight& w);
 bool nm_rows_avx2(const Rows& r, const NmWeight& w);
+// Whether each run of 16 kept values of an n:m row starts a group and spans
+// 32 columns (2:4 and 4:8): see aligned_runs.h.
+inline bool nm_runs_aligned(int n, int m) { return n > 0 && 16 % n == 0 && 16 / n * m == 32; }
+// N:M 2:4 or 4:8 (float32 or int8 values) with K % 32 == 0, for 1 to 16
+// rows (AVX-512); scratch: nm_chunks_scratch(n_end - n_begin) floats,
+// 64-byte aligned. False on a corrupt position field.
+inline int64_t nm_chunks_scratch(int64_t rows) { return 16 * 512 + rows * 16 * 16; }
+bool nm_chunks_avx512(const Rows& r, const NmWeight& w, float* scratch);
 // BSR with float32 values, bn % 8 == 0, bk % 16 == 0, for tasks of whole
 // block rows over 32-row xT tiles [tiles][K][32] (AVX-512); offsets: scratch
 // for one int64 a block of the task. False on a bad block column.

@@ -8,9 +8,8 @@
 // bits equal the xT kernel's.
 #include <immintrin.h>
 
-#include <cstring>
-
 #include "../prefetch.h"
+#include "aligned_runs.h"
 #include "kernel.h"
 #include "lanes.h"
 
@@ -43,64 +42,24 @@ inline bool run_columns(const NmWeight& w, const uint8_t* src, int count, int64_
   return true;
 }
 
-// A run's 16 values (count of them), as floats: int8 ones widened exactly.
-// Plain loads where they stay in bounds: this CPU streams masked loads far slower.
-template <bool kInt8>
-inline __m512 run_values(const Values& v, int64_t offset, int count, __mmask16 lanes) {
-  if constexpr (kInt8) {
-    const __m128i bytes = count == 16 ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(v.i8 + offset))
-                                      : _mm_maskz_loadu_epi8(lanes, v.i8 + offset);
-    return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(bytes));
-  } else {
-    return count == 16 ? _mm512_loadu_ps(v.f32 + offset) : _mm512_maskz_loadu_ps(lanes, v.f32 + offset);
-  }
-}
-
-// The runs of row n that span exactly 32 columns from a multiple of 32 (2:4
-// and 4:8: n divides 16, so every run starts a group), all full and inside K:
-// lane l's column is 32 * run + (l / n) * M + its field, so no group walk, no
-// masks, and the 4-bit fields of 4:8 are checked once per row. This is the
-// common case, and the generic loop below was compute bound at ~19 cycles a
-// run on a Xeon where the stream allows ~8. Returns false on a field >= M.
+// The aligned runs of row n (aligned_runs.h): no group walk, no masks, and
+// the 4-bit fields of 4:8 checked once per row. The generic loop below was
+// compute bound at ~19 cycles a run on the AMX Xeon, where the stream allows
+// ~8. Returns false on a field >= M.
 template <int M, int R, bool kInt8>
 bool aligned_runs(const Rows& r, const NmWeight& w, int64_t n, int64_t runs, __m512 (&acc)[R]) {
-  constexpr int kBits = M == 4 ? 2 : 4, kRunBytes = 16 * kBits / 8;
+  const AlignedRunDecoder<M> decoder(w);
   const uint8_t* fields = w.indices + n * w.row_bytes;
   const int64_t first_value = n * w.kept;
-  const __m512i base = _mm512_mullo_epi32(_mm512_loadu_si512(w.group_step[0]), _mm512_set1_epi32(M));
-  // Lane l's field: bit kBits * l of the run, in 32-bit word l / 8 for 4:8.
-  const __m512i shifts = M == 4 ? _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30)
-                                : _mm512_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28, 0, 4, 8, 12, 16, 20, 24, 28);
-  const __m512i words_of_lanes = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
-  __m512i seen = _mm512_setzero_si512();  // every field OR-ed: bit 3 set = corrupt (4:8 only)
+  __m512i seen = _mm512_setzero_si512();
   for (int64_t k = 0; k < runs; ++k) {
-    if constexpr (kInt8) {
-      prefetch_ahead_of(w.values.i8, first_value + 16 * k);
-    } else {
-      prefetch_ahead_of(w.values.f32, first_value + 16 * k);
-    }
-    prefetch_ahead_of(fields, k * kRunBytes);
-    __m512i words;
-    if constexpr (M == 4) {
-      uint32_t word;
-      std::memcpy(&word, fields + k * kRunBytes, sizeof(word));
-      words = _mm512_set1_epi32(static_cast<int32_t>(word));
-    } else {
-      const __m128i pair = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(fields + k * kRunBytes));
-      words = _mm512_permutexvar_epi32(words_of_lanes, _mm512_castsi128_si512(pair));
-    }
-    const __m512i field = _mm512_and_si512(_mm512_srlv_epi32(words, shifts), _mm512_set1_epi32((1 << kBits) - 1));
-    if constexpr (M == 8) seen = _mm512_or_si512(seen, field);
-    // permutex2var reads only the low 5 index bits: a corrupt field stays inside the 32 columns.
-    const __m512i local = _mm512_add_epi32(base, field);
+    prefetch_value(w.values, kInt8, first_value + 16 * k + kStreamPrefetchElements);
+    prefetch_ahead_of(fields, k * AlignedRunDecoder<M>::kRunBytes);
+    const __m512i local = decoder.local(fields, k, &seen);
     const __m512 v = run_values<kInt8>(w.values, first_value + 16 * k, 16, 0xffff);
-    for (int i = 0; i < R; ++i) {
-      const float* x = r.x + i * r.x_row_stride + 32 * k;
-      const __m512 xv = _mm512_permutex2var_ps(_mm512_loadu_ps(x), local, _mm512_loadu_ps(x + 16));
-      acc[i] = _mm512_fmadd_ps(xv, v, acc[i]);
-    }
+    for (int i = 0; i < R; ++i) acc[i] = _mm512_fmadd_ps(aligned_x(r.x + i * r.x_row_stride + 32 * k, local), v, acc[i]);
   }
-  return _mm512_test_epi32_mask(seen, _mm512_set1_epi32(M)) == 0;
+  return AlignedRunDecoder<M>::clean(seen);
 }
 
 // R activation rows (a template parameter, so acc stays in registers: in
@@ -113,7 +72,7 @@ bool rows(const Rows& r, const NmWeight& w) {
   const int64_t groups = 16 % w.n == 0 ? 16 / w.n : (w.n - 1 + 16 + w.n - 1) / w.n;
   const int64_t span = groups * M;
   const bool permute = span <= 32;
-  const int64_t aligned = 16 % w.n == 0 && span == 32 ? min64(w.kept / 16, r.K / 32) : 0;
+  const int64_t aligned = aligned_run_count(w, r.K);
   for (int64_t n = r.n_begin; n < r.n_end; ++n) {
     const uint8_t* fields = w.indices + n * w.row_bytes;
     __m512 acc[R];
