@@ -43,21 +43,25 @@ TilesFn<CsrWeight> fn(const Path& p, const CsrWeight&) { return p.csr; }
 TilesFn<BsrWeight> fn(const Path& p, const BsrWeight&) { return p.bsr; }
 TilesFn<NmWeight> fn(const Path& p, const NmWeight&) { return p.nm; }
 
-// xt[tile][k][i] = x[tile * T + i][k], zero for rows past M.
-void transpose_tile(const Call& c, int64_t T, int64_t tile, float* xt) {
+// xt[tile][k][i] = x[tile * T + i][k] for k in [k0, k1), zero for rows past M.
+void transpose_part(const Call& c, int64_t T, int64_t tile, int64_t k0, int64_t k1, float* xt) {
   const int64_t m0 = tile * T;
   float* out = xt + tile * c.K * T;
   for (int64_t i = 0; i < T; ++i) {
-    if (m0 + i >= c.M) {
-      for (int64_t k = 0; k < c.K; ++k) out[k * T + i] = 0.0f;
-      continue;
-    }
-    const float* row = c.x + (m0 + i) * c.x_row_stride;
-    for (int64_t k = 0; k < c.K; ++k) out[k * T + i] = row[k];
+    const float* row = m0 + i < c.M ? c.x + (m0 + i) * c.x_row_stride : nullptr;
+    for (int64_t k = k0; k < k1; ++k) out[k * T + i] = row != nullptr ? row[k] : 0.0f;
   }
 }
-void transpose_into_tiles(const Call& c, int64_t T, float* xt) {
-  for (int64_t tile = 0; tile * T < c.M; ++tile) transpose_tile(c, T, tile, xt);
+
+// All tiles of x, laid out by the pool: parts of 1024 columns, so that even
+// one tile (up to 16 rows) is split among the threads.
+void transpose_into_tiles(const Call& c, int64_t T, int nthreads, float* xt) {
+  constexpr int64_t kPart = 1024;
+  const int64_t tiles = (c.M + T - 1) / T, parts = (c.K + kPart - 1) / kPart;
+  parallel_for(tiles * parts, nthreads, [&](int64_t i) {
+    const int64_t k0 = i % parts * kPart;
+    transpose_part(c, T, i / parts, k0, std::min(c.K, k0 + kPart), xt);
+  });
 }
 
 template <class Weight>
@@ -67,9 +71,9 @@ Status run_weight(const Call& c, const Weight& w) {
   const int64_t tiles = (c.M + T - 1) / T;
   float* xt = thread_buffer<float, kScratchSparseTiles>(tiles * T * std::max<int64_t>(c.K, 1));
   if (xt == nullptr) return Status::kOutOfMemory;
-  transpose_into_tiles(c, T, xt);
-
   const int nthreads = threads_for(c.M, c.N, std::max<int64_t>(1, c.row_elements), c.nthreads);
+  transpose_into_tiles(c, T, nthreads, xt);
+
   const RowSplit split = split_rows(c.N, nthreads, 256);
   const int64_t n_block = split.block, tasks = split.tasks;
   const TilesFn<Weight> tiles_fn = fn(path, w);
@@ -146,7 +150,7 @@ Status run_panels(const Call& c, const BsrWeight& w) {
   float* xt = thread_buffer<float, kScratchSparseTiles>(tiles * T * K);
   if (xt == nullptr) return Status::kOutOfMemory;
   const int nthreads = threads_for(c.M, c.N, std::max<int64_t>(1, c.row_elements), c.nthreads);
-  parallel_for(tiles, nthreads, [&](int64_t tile) { transpose_tile(c, T, tile, xt); });
+  transpose_into_tiles(c, T, nthreads, xt);
 
   const RowSplit split = split_rows(c.N / w.bn, nthreads, 8);  // block rows a task
   std::atomic<bool> bad{false}, oom{false};
