@@ -62,11 +62,13 @@ def run(device="cpu", quick=False, budget_s=1.5, log=print):
     configs = [("mobilenet_v2", 1)] if quick else [("mobilenet_v2", 1), ("mobilenet_v2", 32), ("efficientnet_b0", 1)]
     dtype = torch.float16 if device == "cuda" else torch.float32
     rows = []
-    with torch.inference_mode():
-        for suite, batch in configs:
-            shapes, k, act = SUITES[suite]
-            gen = torch.Generator().manual_seed(batch)
-            blocks = [Block(c, h, s, o, k, act, batch, gen, device, dtype) for c, h, s, o in (shapes[:2] if quick else shapes)]
+    for suite, batch in configs:
+        shapes, k, act = SUITES[suite]
+        gen = torch.Generator().manual_seed(batch)
+        # Made outside inference mode, as a model's parameters are: slimops packs such weights once
+        # (backends/dwsep_weights.py), as it would for a DWSepConv2d layer.
+        blocks = [Block(c, h, s, o, k, act, batch, gen, device, dtype) for c, h, s, o in (shapes[:2] if quick else shapes)]
+        with torch.inference_mode():
             # On CUDA only the whole-suite rows: the GPU check's time goes to compiling the Triton configs.
             for block in blocks if device == "cpu" else []:
                 rows.append(_row(suite, batch, [block], device, budget_s, _block_targets(suite, batch, device)))

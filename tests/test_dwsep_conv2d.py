@@ -242,7 +242,7 @@ def test_bad_inputs(overrides, exc, match):
 
 
 def test_native_entry_refuses_bad_sizes():
-    base = dict(x=0, dw_w=0, dw_b=0, pw_w=0, pw_b=0, y=0, B=1, H=4, W=4, C=2, O=2, Ho=4, Wo=4, KH=3, KW=3,
+    base = dict(x=0, dw_w=0, dw_b=0, pw_w=0, pw_b=0, packed=0, y=0, B=1, H=4, W=4, C=2, O=2, Ho=4, Wo=4, KH=3, KW=3,
                 stride_h=1, stride_w=1, pad_top=1, pad_left=1, dilation_h=1, dilation_w=1, act1=0, act2=0,
                 residual=False, nthreads=1)
     for change, match in [(dict(B=-1), "negative"), (dict(pad_top=-1), "negative"), (dict(stride_w=0), "larger"),

@@ -38,8 +38,7 @@ ScratchPtr<T> scratch(int64_t n) {
 // The Tag of each thread_buffer: one list, so no two buffers that may be held
 // at once share one.
 enum ScratchTag : int {
-  kScratchDwsepDepthwiseWeights = 0,
-  kScratchDwsepPointwiseWeights = 1,
+  kScratchDwsepWeights = 1,
   kScratchDwsepTiles = 2,
   kScratchDwsepTaskTile = 3,
   kScratchSparseTiles = 4,

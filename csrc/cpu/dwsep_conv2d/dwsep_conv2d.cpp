@@ -1,5 +1,6 @@
-// Entry point of dwsep_conv2d: size checks, weight packing, ISA choice and the
-// split of the output pixels into tasks for the thread pool.
+// Entry points of dwsep_conv2d: weight packing, and the convolution (size
+// checks, ISA choice and the split of the output pixels into tasks for the
+// thread pool).
 #include "slimops/dwsep_conv2d.h"
 
 #include <algorithm>
@@ -61,37 +62,65 @@ Status check_shape(const DwsepShape& s) {
 
 }  // namespace
 
+int64_t dwsep_packed_floats(int64_t C, int64_t O, int64_t taps) {
+  if (C < 0 || O < 0 || taps < 1 || C > (int64_t{1} << 31) || O > (int64_t{1} << 31) || taps > (int64_t{1} << 20)) {
+    return -1;
+  }
+  const int64_t Cp = padded(C), Op = padded(O);
+  return taps * Cp + Cp + C * Op + Op;
+}
+
+Status dwsep_pack_weights(const float* dw_w, const float* dw_b, const float* pw_w, const float* pw_b, int64_t C,
+                          int64_t O, int64_t taps, float* packed, int nthreads) {
+  const int64_t floats = dwsep_packed_floats(C, O, taps);
+  if (floats < 0) return Status::kSizeTooLarge;
+  if (floats == 0) return Status::kOk;
+  if (packed == nullptr || (C != 0 && dw_w == nullptr) || (C != 0 && O != 0 && pw_w == nullptr)) {
+    return Status::kNullPointer;
+  }
+  const int64_t Cp = padded(C), Op = padded(O);
+  float* dwp = packed;
+  float* pwp = packed + taps * Cp + Cp;
+  std::fill(dwp, dwp + taps * Cp + Cp, 0.0f);
+  for (int64_t c = 0; c < C; ++c) {
+    for (int64_t k = 0; k < taps; ++k) dwp[k * Cp + c] = dw_w[c * taps + k];
+    if (dw_b != nullptr) dwp[taps * Cp + c] = dw_b[c];
+  }
+  // The 1x1 weights transposed to [C][Op] (zero padded), in blocks of 32
+  // output channels so that both reads and writes stay within a few lines.
+  constexpr int64_t kBlockO = 32;
+  parallel_for((Op + kBlockO - 1) / kBlockO, std::max(1, nthreads), [&](int64_t task) {
+    const int64_t o0 = task * kBlockO, o1 = std::min(Op, o0 + kBlockO);
+    for (int64_t c = 0; c < C; ++c) {
+      for (int64_t o = o0; o < o1; ++o) pwp[c * Op + o] = o < O ? pw_w[o * C + c] : 0.0f;
+    }
+    for (int64_t o = o0; o < o1; ++o) pwp[C * Op + o] = o < O && pw_b != nullptr ? pw_b[o] : 0.0f;
+  });
+  return Status::kOk;
+}
+
 Status dwsep_conv2d_cpu(const float* x, const float* dw_w, const float* dw_b, const float* pw_w, const float* pw_b,
                         const DwsepShape& s, float* y, int nthreads) {
   const Status st = check_shape(s);
   if (st != Status::kOk) return st;
+  const int64_t floats = dwsep_packed_floats(s.C, s.O, s.KH * s.KW);
+  if (floats < 0) return Status::kSizeTooLarge;
+  float* packed = thread_buffer<float, kScratchDwsepWeights>(std::max<int64_t>(floats, 1));
+  if (packed == nullptr) return Status::kOutOfMemory;
+  const Status packing = dwsep_pack_weights(dw_w, dw_b, pw_w, pw_b, s.C, s.O, s.KH * s.KW, packed, nthreads);
+  return packing != Status::kOk ? packing : dwsep_conv2d_cpu_packed(x, packed, s, y, nthreads);
+}
+
+Status dwsep_conv2d_cpu_packed(const float* x, const float* packed, const DwsepShape& s, float* y, int nthreads) {
+  const Status st = check_shape(s);
+  if (st != Status::kOk) return st;
   if (s.B == 0 || s.O == 0) return Status::kOk;
-  if (y == nullptr || (s.C != 0 && (x == nullptr || dw_w == nullptr || pw_w == nullptr))) return Status::kNullPointer;
+  if (y == nullptr || packed == nullptr || (s.C != 0 && x == nullptr)) return Status::kNullPointer;
 
   const int64_t Cp = padded(s.C), Op = padded(s.O), taps = s.KH * s.KW;
-  // Buffers of the calling thread (0, 1, 2) and of each task's thread (3), reused across calls.
-  float* dwp = thread_buffer<float, kScratchDwsepDepthwiseWeights>(taps * Cp + Cp);
-  float* pwp = thread_buffer<float, kScratchDwsepPointwiseWeights>(s.C * Op + Op);
-  if (dwp == nullptr || pwp == nullptr) return Status::kOutOfMemory;
-  const Packed pk{dwp, dwp + taps * Cp, pwp, pwp + s.C * Op, Cp, Op};
-  std::fill(dwp, dwp + taps * Cp + Cp, 0.0f);
-  for (int64_t c = 0; c < s.C; ++c) {
-    for (int64_t k = 0; k < taps; ++k) dwp[k * Cp + c] = dw_w[c * taps + k];
-    if (dw_b != nullptr) dwp[taps * Cp + c] = dw_b[c];
-  }
+  const Packed pk{packed, packed + taps * Cp, packed + taps * Cp + Cp, packed + taps * Cp + Cp + s.C * Op, Cp, Op};
   const int64_t pixels = s.Ho * s.Wo;
   nthreads = threads_for(s.B * pixels, s.O + taps, s.C, nthreads);
-
-  // The 1x1 weights transposed to [C][Op] (zero padded), in blocks of 32
-  // output channels so that both reads and writes stay within a few lines.
-  constexpr int64_t kBlockO = 32;
-  parallel_for((Op + kBlockO - 1) / kBlockO, nthreads, [&](int64_t task) {
-    const int64_t o0 = task * kBlockO, o1 = std::min(Op, o0 + kBlockO);
-    for (int64_t c = 0; c < s.C; ++c) {
-      for (int64_t o = o0; o < o1; ++o) pwp[c * Op + o] = o < s.O ? pw_w[o * s.C + c] : 0.0f;
-    }
-    for (int64_t o = o0; o < o1; ++o) pwp[s.C * Op + o] = o < s.O && pw_b != nullptr ? pw_b[o] : 0.0f;
-  });
 
   // Tasks: runs of output pixels of one image, whose depthwise tile (pixels x
   // Cp floats, at most 256 KiB: it stays in L2) feeds the 1x1 convolution.

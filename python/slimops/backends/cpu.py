@@ -7,6 +7,7 @@ import torch
 
 from .. import _C
 from .._checks import as_rows, dwsep_output_size
+from .dwsep_weights import packed_weights
 
 
 def _rows_f32(x: torch.Tensor) -> torch.Tensor:
@@ -228,17 +229,23 @@ _ACTIVATION_CODES = {"none": 0, "relu": 1, "relu6": 2, "silu": 3, "hardswish": 4
 
 def dwsep_conv2d(x, dw_weight, dw_bias, pw_weight, pw_bias, stride, padding, dilation, act1, act2, residual):
     """The fused kernel works on NHWC float32: an NCHW x is laid out NHWC first
-    (the op returns the output in x's format)."""
+    (the op returns the output in x's format). The weights are packed once per
+    layer (dwsep_weights.py)."""
     b, c, h, w = x.shape
     o, kh, kw = pw_weight.shape[0], dw_weight.shape[2], dw_weight.shape[3]
     ho, wo = dwsep_output_size(h, w, kh, kw, stride, padding, dilation)
     xl = x.contiguous(memory_format=torch.channels_last)
-    dw_weight, pw_weight = dw_weight.contiguous(), pw_weight.contiguous()
-    dw_bias = None if dw_bias is None else dw_bias.contiguous()
-    pw_bias = None if pw_bias is None else pw_bias.contiguous()
+    packed = packed_weights(dw_weight, dw_bias, pw_weight, pw_bias)
+    if packed is None:  # the kernel packs them
+        dw_weight, pw_weight = dw_weight.contiguous(), pw_weight.contiguous()
+        dw_bias = None if dw_bias is None else dw_bias.contiguous()
+        pw_bias = None if pw_bias is None else pw_bias.contiguous()
+        weights = (dw_weight.data_ptr(), _ptr(dw_bias), pw_weight.data_ptr(), _ptr(pw_bias), 0)
+    else:
+        weights = (0, 0, 0, 0, packed.data_ptr())
     y = torch.empty((b, o, ho, wo), dtype=torch.float32, memory_format=torch.channels_last)
     _C.dwsep_conv2d_cpu(
-        xl.data_ptr(), dw_weight.data_ptr(), _ptr(dw_bias), pw_weight.data_ptr(), _ptr(pw_bias), y.data_ptr(),
+        xl.data_ptr(), *weights, y.data_ptr(),
         b, h, w, c, o, ho, wo, kh, kw,
         stride[0], stride[1], padding[0], padding[2], dilation[0], dilation[1],
         _ACTIVATION_CODES[act1], _ACTIVATION_CODES[act2], residual, torch.get_num_threads(),

@@ -1,0 +1,74 @@
+"""dwsep_conv2d's weights in the CPU kernel's layout, packed once per layer.
+
+A model calls each layer with the same weight tensors every time, and packing
+them (the 1x1 weights transposed to [C][O]) was up to half of a late
+MobileNetV2 block's time when done on every call. A packing is reused while
+each tensor is the same object with the same storage, version counter, shape
+and strides: any in-place update (an optimizer step, load_state_dict, copy_)
+bumps the version, and `.data = ...` changes the storage, so both repack.
+Entries hold only weak references: a layer's entry goes with its weights.
+Tensors that do not count versions (made in inference mode) get no entry: the
+kernel packs them itself on every call, into a buffer of its own."""
+
+import weakref
+
+import torch
+
+from .. import _C
+
+_MAX_ENTRIES = 4096  # a bound for callers that make new weight tensors per call; cleared when reached
+
+
+class _Entry:
+    __slots__ = ("refs", "key", "packed")
+
+    def __init__(self, tensors, key, packed):
+        self.refs = tuple(None if t is None else weakref.ref(t) for t in tensors)
+        self.key, self.packed = key, packed
+
+    def matches(self, tensors, key):
+        alive = all((r is None and t is None) or (r is not None and r() is t) for r, t in zip(self.refs, tensors))
+        return alive and self.key == key
+
+
+_entries: dict[int, _Entry] = {}  # by id(pw_weight)
+
+
+def _key(tensors):
+    try:
+        return tuple(None if t is None else (t.data_ptr(), t._version, tuple(t.shape), t.stride()) for t in tensors)
+    except RuntimeError:  # "Inference tensors do not track version counter"
+        return None
+
+
+def _pack(dw_weight, dw_bias, pw_weight, pw_bias):
+    c, o, taps = dw_weight.shape[0], pw_weight.shape[0], dw_weight.shape[2] * dw_weight.shape[3]
+    floats = _C.dwsep_packed_floats(c, o, taps)
+    if floats < 0:
+        raise ValueError(f"slimops.dwsep_conv2d: sizes out of range (C={c}, O={o}, taps={taps})")
+    dw, pw = dw_weight.contiguous(), pw_weight.contiguous()
+    db = None if dw_bias is None else dw_bias.contiguous()
+    pb = None if pw_bias is None else pw_bias.contiguous()
+    packed = torch.empty(floats, dtype=torch.float32)
+    _C.dwsep_pack_weights_cpu(dw.data_ptr(), 0 if db is None else db.data_ptr(), pw.data_ptr(),
+                              0 if pb is None else pb.data_ptr(), c, o, taps, packed.data_ptr(),
+                              torch.get_num_threads())
+    return packed
+
+
+def packed_weights(dw_weight, dw_bias, pw_weight, pw_bias) -> torch.Tensor | None:
+    """The packed float32 weights of these tensors (float32 CPU, shapes checked by the op), or None
+    for tensors that do not count versions."""
+    tensors = (dw_weight, dw_bias, pw_weight, pw_bias)
+    key = _key(tensors)
+    if key is None:
+        return None
+    entry = _entries.get(id(pw_weight))
+    if entry is not None and entry.matches(tensors, key):
+        return entry.packed
+    packed = _pack(*tensors)
+    if len(_entries) >= _MAX_ENTRIES:
+        _entries.clear()
+    _entries[id(pw_weight)] = _Entry(tensors, key, packed)
+    weakref.finalize(pw_weight, _entries.pop, id(pw_weight), None)
+    return packed
