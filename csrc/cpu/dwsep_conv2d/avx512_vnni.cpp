@@ -66,7 +66,7 @@ struct Avx512Half {
 
 }  // namespace
 
-void task_avx512(const DwsepShape& s, const Packed& pk, const Task& t) { run_task<Avx512, 8, 2, Avx512Half>(s, pk, t); }
+void task_avx512(const DwsepShape& s, const Packed& pk, const Task& t) { run_task<Avx512, 6, 4, Avx512Half>(s, pk, t); }
 
 }  // namespace dwsep_conv2d
 }  // namespace slimops

@@ -300,6 +300,9 @@ void run_task(const DwsepShape& s, const Packed& pk, const Task& t) {
   const int64_t o_end = min64(t.o_end, s.O);
   int64_t o0 = t.o_begin;
   for (; o_end - o0 >= NV * W; o0 += NV * W) pointwise_pixels<S, MR, NV>(s, pk, t, o0);
+  if constexpr (NV > 2) {
+    for (; o_end - o0 >= 2 * W; o0 += 2 * W) pointwise_pixels<S, 12, 2>(s, pk, t, o0);
+  }
   for (; o0 < o_end; o0 += W) {
     const int64_t left = o_end - o0;
     if constexpr (!std::is_void_v<Half>) {
@@ -312,7 +315,7 @@ void run_task(const DwsepShape& s, const Packed& pk, const Task& t) {
         break;
       }
     }
-    pointwise_pixels<S, MR, 1>(s, pk, t, o0);
+    pointwise_pixels<S, 12, 1>(s, pk, t, o0);
   }
 }
 
