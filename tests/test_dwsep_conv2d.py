@@ -126,9 +126,9 @@ def test_every_isa_gives_the_same_bits(shape):
 
 
 def test_small_image_with_a_large_1x1_weight(cpu_isa):
-    # A 1x1 weight beyond 512 KiB on a small image: one thread runs each image's tile fused; three threads take the
-    # shared-tile path (depthwise first, then the 1x1 split over output channels). Same float order, same bits.
-    args = make_inputs(2, 520, 5, 6, 300, 3)
+    # A 1x1 weight beyond half the L2 (6 MiB here) on a small image: one thread runs each image's tile fused; three
+    # threads take the shared-tile path (depthwise first, then the 1x1 split over output channels). Same bits.
+    args = make_inputs(2, 1536, 5, 6, 1000, 3)
     assert torch.equal(*outputs_on_one_and_many_threads(lambda: check(*args, act1="silu", act2="relu6")))
 
 
