@@ -233,27 +233,28 @@ PYBIND11_MODULE(_C, m) {
       "dwsep_conv2d's weights in the kernel's layout (dwsep_packed_floats(C, O, taps) floats at packed).");
   m.def(
       "dwsep_conv2d_cpu",
-      [](uintptr_t x, uintptr_t dw_w, uintptr_t dw_b, uintptr_t pw_w, uintptr_t pw_b, uintptr_t packed, uintptr_t y,
-         int64_t B, int64_t H, int64_t W, int64_t C, int64_t O, int64_t Ho, int64_t Wo, int64_t KH, int64_t KW,
+      [](uintptr_t x, uintptr_t dw_w, uintptr_t dw_b, uintptr_t pw_w, uintptr_t pw_b, uintptr_t packed,
+         int64_t packed_floats, uintptr_t y, int64_t B, int64_t H, int64_t W, int64_t C, int64_t O, int64_t Ho, int64_t Wo, int64_t KH, int64_t KW,
          int64_t stride_h, int64_t stride_w, int64_t pad_top, int64_t pad_left, int64_t dilation_h,
          int64_t dilation_w, int act1, int act2, bool residual, int nthreads) {
         if (act1 < 0 || act1 > 4 || act2 < 0 || act2 > 4) throw std::invalid_argument("slimops.dwsep_conv2d: unknown activation code");
         const DwsepShape s{B, H, W, C, O, Ho, Wo, KH, KW, stride_h, stride_w, pad_top, pad_left, dilation_h,
                            dilation_w, static_cast<Activation>(act1), static_cast<Activation>(act2), residual};
         const Status st =
-            packed != 0 ? dwsep_conv2d_cpu_packed(ptr<const float>(x), ptr<const float>(packed), s, ptr<float>(y), nthreads)
+            packed != 0 ? dwsep_conv2d_cpu_packed(ptr<const float>(x), ptr<const float>(packed), packed_floats, s,
+                                                  ptr<float>(y), nthreads)
                         : dwsep_conv2d_cpu(ptr<const float>(x), ptr<const float>(dw_w), ptr<const float>(dw_b),
                                            ptr<const float>(pw_w), ptr<const float>(pw_b), s, ptr<float>(y), nthreads);
         raise_if_failed(st, "dwsep_conv2d");
       },
       py::arg("x"), py::arg("dw_w"), py::arg("dw_b"), py::arg("pw_w"), py::arg("pw_b"), py::arg("packed"),
-      py::arg("y"), py::arg("B"), py::arg("H"), py::arg("W"), py::arg("C"),
+      py::arg("packed_floats"), py::arg("y"), py::arg("B"), py::arg("H"), py::arg("W"), py::arg("C"),
       py::arg("O"), py::arg("Ho"), py::arg("Wo"), py::arg("KH"), py::arg("KW"), py::arg("stride_h"),
       py::arg("stride_w"), py::arg("pad_top"), py::arg("pad_left"), py::arg("dilation_h"), py::arg("dilation_w"),
       py::arg("act1"), py::arg("act2"), py::arg("residual"), py::arg("nthreads"),
       py::call_guard<py::gil_scoped_release>(),
-      "dwsep_conv2d on NHWC float32 x, with packed weights (dwsep_pack_weights_cpu) or, when packed is 0, the "
-      "weights themselves.");
+      "dwsep_conv2d on NHWC float32 x, with packed weights (dwsep_pack_weights_cpu; packed_floats long) or, when "
+      "packed is 0, the weights themselves.");
 
 #ifdef SLIMOPS_WITH_CUDA
   m.attr("has_cuda") = true;

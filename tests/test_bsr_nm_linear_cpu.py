@@ -135,12 +135,13 @@ def test_bit_identical_across_isas_and_threads(m, w):
 
 @pytest.mark.parametrize("pattern", [(2, 4), (4, 8)], ids=str)
 @pytest.mark.parametrize("int8", [False, True], ids=["f32", "int8"])
-def test_nm_rows_give_the_same_bits_alone_and_in_any_batch(pattern, int8):
+@pytest.mark.parametrize("k", [96, 544])  # one 512-column chunk of the 3-16 row kernel, or two
+def test_nm_rows_give_the_same_bits_alone_and_in_any_batch(pattern, int8, k):
     """K % 32 == 0: AVX-512 streams 1-2 rows, chunks 3-16 rows at a time; every ISA and row count agree."""
     g = torch.Generator().manual_seed(3)
-    dense = torch.randn(40, 96, generator=g)
+    dense = torch.randn(40, k, generator=g)
     w = NMWeight.from_dense(dense * prune.nm_mask(dense, *pattern), pattern, quantize_int8=int8)
-    x, b = inputs(37, 96, 40)
+    x, b = inputs(37, k, 40)
     alone = torch.cat([cpu.nm_linear(x[i:i + 1], w.values, w.indices, w.scale, *pattern, b) for i in range(37)])
     for m in (2, 3, 5, 16, 17, 37):
         y = cpu.nm_linear(x[:m], w.values, w.indices, w.scale, *pattern, b)

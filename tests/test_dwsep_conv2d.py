@@ -126,8 +126,9 @@ def test_every_isa_gives_the_same_bits(shape):
 
 
 def test_small_image_with_a_large_1x1_weight(cpu_isa):
-    # A 1x1 weight beyond half the L2 (6 MiB here) on a small image: one thread runs each image's tile fused; three
-    # threads take the shared-tile path (depthwise first, then the 1x1 split over output channels). Same bits.
+    # A 6 MiB 1x1 weight (beyond half of any L2 up to 12 MiB) on a small image: one thread runs each image's tile
+    # fused; three threads take the shared-tile path (depthwise first, then the 1x1 split over output channels).
+    # Same float order, same bits.
     args = make_inputs(2, 1536, 5, 6, 1000, 3)
     assert torch.equal(*outputs_on_one_and_many_threads(lambda: check(*args, act1="silu", act2="relu6")))
 
@@ -242,11 +243,12 @@ def test_bad_inputs(overrides, exc, match):
 
 
 def test_native_entry_refuses_bad_sizes():
-    base = dict(x=0, dw_w=0, dw_b=0, pw_w=0, pw_b=0, packed=0, y=0, B=1, H=4, W=4, C=2, O=2, Ho=4, Wo=4, KH=3, KW=3,
+    base = dict(x=0, dw_w=0, dw_b=0, pw_w=0, pw_b=0, packed=0, packed_floats=0, y=0, B=1, H=4, W=4, C=2, O=2, Ho=4, Wo=4, KH=3, KW=3,
                 stride_h=1, stride_w=1, pad_top=1, pad_left=1, dilation_h=1, dilation_w=1, act1=0, act2=0,
                 residual=False, nthreads=1)
     for change, match in [(dict(B=-1), "negative"), (dict(pad_top=-1), "negative"), (dict(stride_w=0), "larger"),
                           (dict(Ho=0), "larger"), (dict(residual=True, O=3), "larger"), (dict(), "null"),
+                          (dict(packed=64, packed_floats=5), "larger"),
                           (dict(C=1 << 33), "larger")]:
         with pytest.raises(ValueError, match=match):
             slimops._C.dwsep_conv2d_cpu(**{**base, **change})

@@ -98,3 +98,38 @@ def test_a_layer_sharing_the_1x1_weight_gets_its_own_packing():
     with torch.no_grad():
         a(x)
         torch.testing.assert_close(b(x), unfused(b, x), rtol=1e-4, atol=1e-4)
+
+
+def test_another_storage_over_the_same_memory_is_not_taken_for_the_packed_one():
+    """The key's pointer and version can match after `.data` swaps (malloc reuses addresses, and the
+    parameter keeps its version counter): the storage object must match too."""
+    m = layer()
+    x = x_for(m)
+    with torch.no_grad():
+        m(x)
+        alias = torch.from_numpy(m.pw_weight.detach().numpy())  # a second storage, same address
+        m.pw_weight.data = alias
+        alias.mul_(-2)  # counted by alias's version, not by the parameter's
+        torch.testing.assert_close(m(x), unfused(m, x), rtol=1e-4, atol=1e-4)
+
+
+def test_repacking_a_tensor_keeps_one_finalizer():
+    m = layer()
+    x = x_for(m)
+    with torch.no_grad():
+        m(x)
+        first = dwsep_weights._entries[id(m.pw_weight)].finalizer
+        for _ in range(3):
+            m.pw_weight.add_(0.01)
+            m(x)
+        assert dwsep_weights._entries[id(m.pw_weight)].finalizer is first and first.alive
+
+
+def test_clear_after_writes_the_version_counter_does_not_see():
+    m = layer()
+    x = x_for(m)
+    with torch.no_grad():
+        m(x)
+        m.pw_weight.data.mul_(-2)  # through .data: no version bump, documented as needing clear()
+        dwsep_weights.clear()
+        torch.testing.assert_close(m(x), unfused(m, x), rtol=1e-4, atol=1e-4)

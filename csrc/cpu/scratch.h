@@ -43,6 +43,7 @@ enum ScratchTag : int {
   kScratchDwsepTaskTile = 3,
   kScratchSparseTiles = 4,
   kScratchSparseOutput = 5,
+  kScratchBsrOffsets = 6,
 };
 
 template <typename T, int Tag>

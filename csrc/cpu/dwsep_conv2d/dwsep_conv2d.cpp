@@ -120,18 +120,21 @@ Status dwsep_conv2d_cpu(const float* x, const float* dw_w, const float* dw_b, co
                         const DwsepShape& s, float* y, int nthreads) {
   const Status st = check_shape(s);
   if (st != Status::kOk) return st;
+  if (s.B == 0 || s.O == 0) return Status::kOk;
   const int64_t floats = dwsep_packed_floats(s.C, s.O, s.KH * s.KW);
   if (floats < 0) return Status::kSizeTooLarge;
   float* packed = thread_buffer<float, kScratchDwsepWeights>(std::max<int64_t>(floats, 1));
   if (packed == nullptr) return Status::kOutOfMemory;
   const Status packing = dwsep_pack_weights(dw_w, dw_b, pw_w, pw_b, s.C, s.O, s.KH * s.KW, packed, nthreads);
-  return packing != Status::kOk ? packing : dwsep_conv2d_cpu_packed(x, packed, s, y, nthreads);
+  return packing != Status::kOk ? packing : dwsep_conv2d_cpu_packed(x, packed, floats, s, y, nthreads);
 }
 
-Status dwsep_conv2d_cpu_packed(const float* x, const float* packed, const DwsepShape& s, float* y, int nthreads) {
+Status dwsep_conv2d_cpu_packed(const float* x, const float* packed, int64_t packed_floats, const DwsepShape& s,
+                               float* y, int nthreads) {
   const Status st = check_shape(s);
   if (st != Status::kOk) return st;
   if (s.B == 0 || s.O == 0) return Status::kOk;
+  if (packed_floats != dwsep_packed_floats(s.C, s.O, s.KH * s.KW)) return Status::kSizeTooLarge;
   if (y == nullptr || packed == nullptr || (s.C != 0 && x == nullptr)) return Status::kNullPointer;
 
   const int64_t Cp = padded(s.C), Op = padded(s.O), taps = s.KH * s.KW;

@@ -287,7 +287,8 @@ void pointwise_pixels(const DwsepShape& s, const Packed& pk, const Task& t, int6
 }
 
 // Depthwise tile, then (or either one alone) the 1x1 convolution of its
-// pixels for output channels [o_begin, min(o_end, O)): blocks of NV vectors;
+// pixels for output channels [o_begin, min(o_end, O)): blocks of NV vectors,
+// then (when NV > 2) of 2 vectors, 12 pixels at a time;
 // the channels left at the end in one vector, or (when the ISA has a narrower
 // vector type Half: same float order per output) a half vector or one and a
 // half, so that little is computed past O. The packed weights hold Op >= O

@@ -54,7 +54,7 @@ void transpose_part(const Call& c, int64_t T, int64_t tile, int64_t k0, int64_t 
 }
 
 // All tiles of x, laid out by the pool: parts of 1024 columns, so that even
-// one tile (up to 16 rows) is split among the threads.
+// a single tile is split among the threads.
 void transpose_into_tiles(const Call& c, int64_t T, int nthreads, float* xt) {
   constexpr int64_t kPart = 1024;
   const int64_t tiles = (c.M + T - 1) / T, parts = (c.K + kPart - 1) / kPart;
@@ -112,8 +112,8 @@ Status run_rows(const Call& c, const NmWeight& w, bool (*rows)(const Rows&, cons
 // K % 32 == 0): nm_chunks_avx512 on tasks of output rows, in passes of up to
 // 16 activation rows, each streaming the weight once.
 bool chunks_fit(const Call& c, const NmWeight& w) {
-  return c.M >= 3 && active_cpu_isa() == CpuIsa::kAvx512Vnni && (w.values.f32 != nullptr || w.values.i8 != nullptr) &&
-         c.K % 32 == 0 && nm_runs_aligned(w.n, w.m);
+  return c.M >= 3 && c.K > 0 && c.K % 32 == 0 && active_cpu_isa() == CpuIsa::kAvx512Vnni &&
+         (w.values.f32 != nullptr || w.values.i8 != nullptr) && nm_runs_aligned(w.n, w.m);
 }
 
 Status run_chunks(const Call& c, const NmWeight& w) {
@@ -138,7 +138,7 @@ Status run_chunks(const Call& c, const NmWeight& w) {
 
 // BSR at 32 rows and more with float32 values, bn % 8 == 0 and bk % 16 == 0
 // on AVX-512: bsr_panels_avx512 on tasks of whole block rows, over 32-row xT
-// tiles (laid out by both threads).
+// tiles (laid out by the pool).
 bool panels_fit(const Call& c, const BsrWeight& w) {
   return c.M >= 32 && active_cpu_isa() == CpuIsa::kAvx512Vnni && w.values.f32 != nullptr && w.bn % 8 == 0 &&
          w.bk % kCsrLanes == 0 && c.N % w.bn == 0;
@@ -159,7 +159,7 @@ Status run_panels(const Call& c, const BsrWeight& w) {
     const int64_t n_begin = task * split.block * w.bn, n_end = std::min(c.N, n_begin + split.block * w.bn);
     const int64_t blocks = read_index(w.block_row_ptr, w.row_ptr_bytes, n_end / w.bn) -
                            read_index(w.block_row_ptr, w.row_ptr_bytes, n_begin / w.bn);
-    int64_t* offsets = thread_buffer<int64_t, kScratchSparseOutput>(std::max<int64_t>(blocks, 1));
+    int64_t* offsets = thread_buffer<int64_t, kScratchBsrOffsets>(std::max<int64_t>(blocks, 1));
     if (offsets == nullptr) return oom.store(true, std::memory_order_relaxed);
     const Tiles t{xt, c.bias, c.y, nullptr, c.M, c.K, c.N, n_begin, n_end};
     if (!bsr_panels_avx512(t, w, offsets)) bad.store(true, std::memory_order_relaxed);

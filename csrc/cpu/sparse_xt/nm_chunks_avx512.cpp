@@ -36,8 +36,13 @@ bool chunks(const Rows& r, const NmWeight& w, float* scratch) {
   for (int64_t c0 = 0; c0 < runs; c0 += kChunkRuns) {
     const int64_t c1 = min64(runs, c0 + kChunkRuns), columns = 32 * (c1 - c0);
     for (int i = 0; i < R; ++i) {
+      float* row = chunk + i * kChunkColumns;
+      if (i >= r.M) {
+        for (int64_t j = 0; j < columns; ++j) row[j] = 0.0f;
+        continue;
+      }
       const float* x = r.x + i * r.x_row_stride + 32 * c0;
-      for (int64_t j = 0; j < columns; ++j) chunk[i * kChunkColumns + j] = i < r.M ? x[j] : 0.0f;
+      for (int64_t j = 0; j < columns; ++j) row[j] = x[j];
     }
     for (int64_t n = r.n_begin; n < r.n_end; ++n) {
       float* lanes = partial + (n - r.n_begin) * R * 16;

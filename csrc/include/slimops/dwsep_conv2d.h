@@ -44,8 +44,10 @@ Status dwsep_pack_weights(const float* dw_w, const float* dw_b, const float* pw_
                           int64_t O, int64_t taps, float* packed, int nthreads);
 
 // x: [B, H, W, C] contiguous; packed: dwsep_pack_weights' output for s.C,
-// s.O and s.KH * s.KW; y: [B, Ho, Wo, O] contiguous.
-Status dwsep_conv2d_cpu_packed(const float* x, const float* packed, const DwsepShape& s, float* y, int nthreads);
+// s.O and s.KH * s.KW, packed_floats long (checked against
+// dwsep_packed_floats); y: [B, Ho, Wo, O] contiguous.
+Status dwsep_conv2d_cpu_packed(const float* x, const float* packed, int64_t packed_floats, const DwsepShape& s,
+                               float* y, int nthreads);
 // The same, packing the weights first (into a buffer of the calling thread).
 Status dwsep_conv2d_cpu(const float* x, const float* dw_w, const float* dw_b, const float* pw_w, const float* pw_b,
                         const DwsepShape& s, float* y, int nthreads);

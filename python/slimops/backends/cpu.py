@@ -240,9 +240,9 @@ def dwsep_conv2d(x, dw_weight, dw_bias, pw_weight, pw_bias, stride, padding, dil
         dw_weight, pw_weight = dw_weight.contiguous(), pw_weight.contiguous()
         dw_bias = None if dw_bias is None else dw_bias.contiguous()
         pw_bias = None if pw_bias is None else pw_bias.contiguous()
-        weights = (dw_weight.data_ptr(), _ptr(dw_bias), pw_weight.data_ptr(), _ptr(pw_bias), 0)
+        weights = (dw_weight.data_ptr(), _ptr(dw_bias), pw_weight.data_ptr(), _ptr(pw_bias), 0, 0)
     else:
-        weights = (0, 0, 0, 0, packed.data_ptr())
+        weights = (0, 0, 0, 0, packed.data_ptr(), packed.numel())
     y = torch.empty((b, o, ho, wo), dtype=torch.float32, memory_format=torch.channels_last)
     _C.dwsep_conv2d_cpu(
         xl.data_ptr(), *weights, y.data_ptr(),

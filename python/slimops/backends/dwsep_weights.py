@@ -3,12 +3,15 @@
 A model calls each layer with the same weight tensors every time, and packing
 them (the 1x1 weights transposed to [C][O]) was up to half of a late
 MobileNetV2 block's time when done on every call. A packing is reused while
-each tensor is the same object with the same storage, version counter, shape
-and strides: any in-place update (an optimizer step, load_state_dict, copy_)
-bumps the version, and `.data = ...` changes the storage, so both repack.
-Entries hold only weak references: a layer's entry goes with its weights.
-Tensors that do not count versions (made in inference mode) get no entry: the
-kernel packs them itself on every call, into a buffer of its own."""
+each tensor is the same object over the same storage object, with the same
+version counter, shape and strides: in-place updates of the tensors (an
+optimizer step, load_state_dict, copy_ under no_grad) bump the version, and
+`.data = ...` replaces the storage, so both repack. Writes that autograd does
+not see — in place through `.data` (`w.data.mul_(2)`) or through a NumPy view —
+change neither: call clear() after them. Entries hold only weak references: a
+layer's entry goes with its weights. Tensors that do not count versions (made
+in inference mode) get no entry: the kernel packs them itself on every call,
+into a buffer of its own."""
 
 import weakref
 
@@ -20,18 +23,33 @@ _MAX_ENTRIES = 4096  # a bound for callers that make new weight tensors per call
 
 
 class _Entry:
-    __slots__ = ("refs", "key", "packed")
+    __slots__ = ("refs", "storages", "key", "packed", "finalizer")
 
-    def __init__(self, tensors, key, packed):
+    def __init__(self, tensors, key, packed, finalizer):
         self.refs = tuple(None if t is None else weakref.ref(t) for t in tensors)
-        self.key, self.packed = key, packed
+        self.storages = tuple(None if t is None else weakref.ref(t.untyped_storage()) for t in tensors)
+        self.key, self.packed, self.finalizer = key, packed, finalizer
 
     def matches(self, tensors, key):
-        alive = all((r is None and t is None) or (r is not None and r() is t) for r, t in zip(self.refs, tensors))
-        return alive and self.key == key
+        if self.key != key:
+            return False
+        for ref, storage, t in zip(self.refs, self.storages, tensors):
+            if t is None:
+                if ref is not None:
+                    return False
+            elif ref is None or ref() is not t or storage() is not t.untyped_storage():
+                return False
+        return True
 
 
 _entries: dict[int, _Entry] = {}  # by id(pw_weight)
+
+
+def clear() -> None:
+    """Drop every packing (after writing weights where their version counter does not see it)."""
+    for entry in _entries.values():
+        entry.finalizer.detach()
+    _entries.clear()
 
 
 def _key(tensors):
@@ -67,8 +85,11 @@ def packed_weights(dw_weight, dw_bias, pw_weight, pw_bias) -> torch.Tensor | Non
     if entry is not None and entry.matches(tensors, key):
         return entry.packed
     packed = _pack(*tensors)
-    if len(_entries) >= _MAX_ENTRIES:
-        _entries.clear()
-    _entries[id(pw_weight)] = _Entry(tensors, key, packed)
-    weakref.finalize(pw_weight, _entries.pop, id(pw_weight), None)
+    if entry is not None and entry.refs[2]() is pw_weight:
+        finalizer = entry.finalizer  # the same tensor, repacked: one finalizer per tensor, not per packing
+    else:
+        if len(_entries) >= _MAX_ENTRIES:
+            clear()
+        finalizer = weakref.finalize(pw_weight, _entries.pop, id(pw_weight), None)
+    _entries[id(pw_weight)] = _Entry(tensors, key, packed, finalizer)
     return packed
