@@ -62,6 +62,28 @@ bool aligned_runs(const Rows& r, const NmWeight& w, int64_t n, int64_t runs, __m
   return AlignedRunDecoder<M>::clean(seen);
 }
 
+// Two output rows a and b (from the two halves of a task) for one activation
+// row, all runs aligned: two streams of the weight a core instead of one,
+// which read the weight ~5% faster from memory on the AMX Xeon (2:4, M=1).
+template <int M, bool kInt8>
+bool aligned_pair(const Rows& r, const NmWeight& w, int64_t a, int64_t b, int64_t runs, __m512* acc_a, __m512* acc_b) {
+  const AlignedRunDecoder<M> decoder(w);
+  const uint8_t* fa = w.indices + a * w.row_bytes;
+  const uint8_t* fb = w.indices + b * w.row_bytes;
+  __m512i seen = _mm512_setzero_si512();
+  for (int64_t k = 0; k < runs; ++k) {
+    prefetch_value(w.values, kInt8, a * w.kept + 16 * k + kStreamPrefetchElements);
+    prefetch_value(w.values, kInt8, b * w.kept + 16 * k + kStreamPrefetchElements);
+    const __m512i la = decoder.local(fa, k, &seen), lb = decoder.local(fb, k, &seen);
+    const __m512 va = run_values<kInt8>(w.values, a * w.kept + 16 * k, 16, 0xffff);
+    const __m512 vb = run_values<kInt8>(w.values, b * w.kept + 16 * k, 16, 0xffff);
+    const __m512 x0 = _mm512_loadu_ps(r.x + 32 * k), x1 = _mm512_loadu_ps(r.x + 32 * k + 16);
+    *acc_a = _mm512_fmadd_ps(_mm512_permutex2var_ps(x0, la, x1), va, *acc_a);
+    *acc_b = _mm512_fmadd_ps(_mm512_permutex2var_ps(x0, lb, x1), vb, *acc_b);
+  }
+  return AlignedRunDecoder<M>::clean(seen);
+}
+
 // R activation rows (a template parameter, so acc stays in registers: in
 // memory, the masked FMA's store would not forward to the next run's load).
 template <int M, int R, bool kInt8>
@@ -73,7 +95,24 @@ bool rows(const Rows& r, const NmWeight& w) {
   const int64_t span = groups * M;
   const bool permute = span <= 32;
   const int64_t aligned = aligned_run_count(w, r.K);
-  for (int64_t n = r.n_begin; n < r.n_end; ++n) {
+  int64_t n_first = r.n_begin;
+  if constexpr (R == 1) {
+    if (aligned * 16 == w.kept) {
+      const int64_t half = (r.n_end - r.n_begin) / 2;
+      for (int64_t i = 0; i < half; ++i) {
+        const int64_t a = r.n_begin + i, b = r.n_begin + half + i;
+        __m512 acc_a = _mm512_setzero_ps(), acc_b = _mm512_setzero_ps();
+        if (!aligned_pair<M, kInt8>(r, w, a, b, aligned, &acc_a, &acc_b)) return false;
+        alignas(64) float lane[16];
+        _mm512_store_ps(lane, acc_a);
+        r.y[a] = sum_lanes(lane, w.values.scale, r.bias, a);
+        _mm512_store_ps(lane, acc_b);
+        r.y[b] = sum_lanes(lane, w.values.scale, r.bias, b);
+      }
+      n_first = r.n_begin + 2 * half;  // an odd last row below
+    }
+  }
+  for (int64_t n = n_first; n < r.n_end; ++n) {
     const uint8_t* fields = w.indices + n * w.row_bytes;
     __m512 acc[R];
     for (int i = 0; i < R; ++i) acc[i] = _mm512_setzero_ps();
