@@ -45,8 +45,8 @@ CPU_AVX512_VNNI = Ceilings(
 
 # The 2-core Intel Xeon (AVX-512 VNNI + AMX, KVM guest, lscpu: 2 MiB L2 a core, 480 MiB L3 shared with the
 # host's other guests) that the project moved to on 2026-12-02. Measured there (torch 2.13.0, 2 threads): torch.sum
-# reads 50-55 GB/s up to 64 MiB and 22-30 GB/s from 128 MiB on, so about 64 MiB of the L3 is ours and cold rows rotate
-# past 128 MiB; DRAM streaming ~26 GB/s; fp32 sgemm 2048^3 305 GFLOP/s; torch._int_mm (oneDNN on AMX) at M=128..1024,
+# reads 50-55 GB/s up to 64 MiB and 22-30 GB/s from 128 MiB on, so about 64 MiB of the L3 is ours; 128 MiB is taken
+# as the cache a cold row rotates past (twice over, as on every machine); DRAM streaming ~26 GB/s; fp32 sgemm 2048^3 305 GFLOP/s; torch._int_mm (oneDNN on AMX) at M=128..1024,
 # K=N=4096 2270-2380 GOP/s, taken as the int8 peak.
 CPU_XEON_AMX = Ceilings(
     name="cpu-xeon-amx (measured by bench)",

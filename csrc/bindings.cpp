@@ -234,9 +234,10 @@ PYBIND11_MODULE(_C, m) {
   m.def(
       "dwsep_conv2d_cpu",
       [](uintptr_t x, uintptr_t dw_w, uintptr_t dw_b, uintptr_t pw_w, uintptr_t pw_b, uintptr_t packed,
-         int64_t packed_floats, uintptr_t y, int64_t B, int64_t H, int64_t W, int64_t C, int64_t O, int64_t Ho, int64_t Wo, int64_t KH, int64_t KW,
-         int64_t stride_h, int64_t stride_w, int64_t pad_top, int64_t pad_left, int64_t dilation_h,
-         int64_t dilation_w, int act1, int act2, bool residual, int nthreads) {
+         int64_t packed_floats, uintptr_t y, int64_t B, int64_t H, int64_t W, int64_t C, int64_t O, int64_t Ho,
+         int64_t Wo, int64_t KH, int64_t KW, int64_t stride_h, int64_t stride_w, int64_t pad_top,
+         int64_t pad_left, int64_t dilation_h, int64_t dilation_w, int act1, int act2, bool residual,
+         int nthreads) {
         if (act1 < 0 || act1 > 4 || act2 < 0 || act2 > 4) throw std::invalid_argument("slimops.dwsep_conv2d: unknown activation code");
         const DwsepShape s{B, H, W, C, O, Ho, Wo, KH, KW, stride_h, stride_w, pad_top, pad_left, dilation_h,
                            dilation_w, static_cast<Activation>(act1), static_cast<Activation>(act2), residual};

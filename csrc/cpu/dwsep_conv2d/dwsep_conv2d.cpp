@@ -146,8 +146,9 @@ Status dwsep_conv2d_cpu_packed(const float* x, const float* packed, int64_t pack
   // Cp floats, at most 256 KiB: it stays in L2) feeds the 1x1 convolution.
   // Usually each task computes its own tile and its 1x1 (fused), the pixels
   // split until each thread has two tasks. A 1x1 weight too large for L2
-  // (over fused_weight_limit()) would be streamed from memory once per task, though, so on the small images of
-  // such layers (few pixels) the tasks take as many pixels as a tile holds and
+  // (over fused_weight_limit()) would be streamed from memory once per task,
+  // though, so on the small images of such layers (few pixels) the tasks take
+  // as many pixels as a tile holds and
   // the output channels are split instead: then all threads first fill the
   // tiles, shared, and then split the 1x1 among them.
   const int64_t tile_pixels = std::max<int64_t>(8, 65536 / std::max<int64_t>(Cp, 1));

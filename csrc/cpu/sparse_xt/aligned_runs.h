@@ -10,6 +10,7 @@
 #include <cstring>
 
 #include "kernel.h"
+#include "lanes.h"
 
 namespace slimops {
 namespace sparse_xt {
@@ -72,6 +73,14 @@ inline __m512 run_values(const Values& v, int64_t offset, int count, __mmask16 l
   } else {
     return count == 16 ? _mm512_loadu_ps(v.f32 + offset) : _mm512_maskz_loadu_ps(lanes, v.f32 + offset);
   }
+}
+
+// y[i][n] from the 16 lanes of output row n, activation row i (kernel.h's
+// tree, then the int8 scale and the bias).
+inline void store_row_sum(const Rows& r, const NmWeight& w, int64_t i, int64_t n, __m512 acc) {
+  alignas(64) float lane[16];
+  _mm512_store_ps(lane, acc);
+  r.y[i * r.N + n] = sum_lanes(lane, w.values.scale, r.bias, n);
 }
 
 // Prefetch value `index` (an element index, int8 or float32).

@@ -64,11 +64,7 @@ bool chunks(const Rows& r, const NmWeight& w, float* scratch) {
         for (int i = 0; i < R; ++i) _mm512_store_ps(lanes + i * 16, acc[i]);
         continue;
       }
-      for (int i = 0; i < R && i < r.M; ++i) {
-        alignas(64) float lane[16];
-        _mm512_store_ps(lane, acc[i]);
-        r.y[i * r.N + n] = sum_lanes(lane, w.values.scale, r.bias, n);
-      }
+      for (int i = 0; i < R && i < r.M; ++i) store_row_sum(r, w, i, n, acc[i]);
     }
   }
   return AlignedRunDecoder<M>::clean(seen);

@@ -42,44 +42,29 @@ inline bool run_columns(const NmWeight& w, const uint8_t* src, int count, int64_
   return true;
 }
 
-// The aligned runs of row n (aligned_runs.h): no group walk, no masks, and
-// the 4-bit fields of 4:8 checked once per row. The generic loop below was
-// compute bound at ~19 cycles a run on the AMX Xeon, where the stream allows
-// ~8. Returns false on a field >= M.
-template <int M, int R, bool kInt8>
-bool aligned_runs(const Rows& r, const NmWeight& w, int64_t n, int64_t runs, __m512 (&acc)[R]) {
+// The aligned runs (aligned_runs.h) of P output rows n[] against R
+// activation rows: no group walk, no masks, and the 4-bit fields of 4:8
+// checked once per row. The generic loop below was compute bound at ~19
+// cycles a run on the AMX Xeon, where the stream allows ~8. P = 2 at one
+// activation row: two weight streams a core instead of one read the weight
+// ~5% faster from memory there (2:4, M=1). Returns false on a field >= M.
+template <int M, int P, int R, bool kInt8>
+bool aligned_runs(const Rows& r, const NmWeight& w, const int64_t (&n)[P], int64_t runs, __m512 (&acc)[P][R]) {
   const AlignedRunDecoder<M> decoder(w);
-  const uint8_t* fields = w.indices + n * w.row_bytes;
-  const int64_t first_value = n * w.kept;
+  const uint8_t* fields[P];
+  for (int p = 0; p < P; ++p) fields[p] = w.indices + n[p] * w.row_bytes;
   __m512i seen = _mm512_setzero_si512();
   for (int64_t k = 0; k < runs; ++k) {
-    prefetch_value(w.values, kInt8, first_value + 16 * k + kStreamPrefetchElements);
-    prefetch_ahead_of(fields, k * AlignedRunDecoder<M>::kRunBytes);
-    const __m512i local = decoder.local(fields, k, &seen);
-    const __m512 v = run_values<kInt8>(w.values, first_value + 16 * k, 16, 0xffff);
-    for (int i = 0; i < R; ++i) acc[i] = _mm512_fmadd_ps(aligned_x(r.x + i * r.x_row_stride + 32 * k, local), v, acc[i]);
-  }
-  return AlignedRunDecoder<M>::clean(seen);
-}
-
-// Two output rows a and b (from the two halves of a task) for one activation
-// row, all runs aligned: two streams of the weight a core instead of one,
-// which read the weight ~5% faster from memory on the AMX Xeon (2:4, M=1).
-template <int M, bool kInt8>
-bool aligned_pair(const Rows& r, const NmWeight& w, int64_t a, int64_t b, int64_t runs, __m512* acc_a, __m512* acc_b) {
-  const AlignedRunDecoder<M> decoder(w);
-  const uint8_t* fa = w.indices + a * w.row_bytes;
-  const uint8_t* fb = w.indices + b * w.row_bytes;
-  __m512i seen = _mm512_setzero_si512();
-  for (int64_t k = 0; k < runs; ++k) {
-    prefetch_value(w.values, kInt8, a * w.kept + 16 * k + kStreamPrefetchElements);
-    prefetch_value(w.values, kInt8, b * w.kept + 16 * k + kStreamPrefetchElements);
-    const __m512i la = decoder.local(fa, k, &seen), lb = decoder.local(fb, k, &seen);
-    const __m512 va = run_values<kInt8>(w.values, a * w.kept + 16 * k, 16, 0xffff);
-    const __m512 vb = run_values<kInt8>(w.values, b * w.kept + 16 * k, 16, 0xffff);
-    const __m512 x0 = _mm512_loadu_ps(r.x + 32 * k), x1 = _mm512_loadu_ps(r.x + 32 * k + 16);
-    *acc_a = _mm512_fmadd_ps(_mm512_permutex2var_ps(x0, la, x1), va, *acc_a);
-    *acc_b = _mm512_fmadd_ps(_mm512_permutex2var_ps(x0, lb, x1), vb, *acc_b);
+    for (int p = 0; p < P; ++p) {
+      const int64_t first_value = n[p] * w.kept + 16 * k;
+      prefetch_value(w.values, kInt8, first_value + kStreamPrefetchElements);
+      prefetch_ahead_of(fields[p], k * AlignedRunDecoder<M>::kRunBytes);
+      const __m512i local = decoder.local(fields[p], k, &seen);
+      const __m512 v = run_values<kInt8>(w.values, first_value, 16, 0xffff);
+      for (int i = 0; i < R; ++i) {
+        acc[p][i] = _mm512_fmadd_ps(aligned_x(r.x + i * r.x_row_stride + 32 * k, local), v, acc[p][i]);
+      }
+    }
   }
   return AlignedRunDecoder<M>::clean(seen);
 }
@@ -97,26 +82,23 @@ bool rows(const Rows& r, const NmWeight& w) {
   const int64_t aligned = aligned_run_count(w, r.K);
   int64_t n_first = r.n_begin;
   if constexpr (R == 1) {
-    if (aligned * 16 == w.kept) {
+    if (aligned * 16 == w.kept) {  // whole rows of aligned runs: two at a time, from the task's two halves
       const int64_t half = (r.n_end - r.n_begin) / 2;
       for (int64_t i = 0; i < half; ++i) {
-        const int64_t a = r.n_begin + i, b = r.n_begin + half + i;
-        __m512 acc_a = _mm512_setzero_ps(), acc_b = _mm512_setzero_ps();
-        if (!aligned_pair<M, kInt8>(r, w, a, b, aligned, &acc_a, &acc_b)) return false;
-        alignas(64) float lane[16];
-        _mm512_store_ps(lane, acc_a);
-        r.y[a] = sum_lanes(lane, w.values.scale, r.bias, a);
-        _mm512_store_ps(lane, acc_b);
-        r.y[b] = sum_lanes(lane, w.values.scale, r.bias, b);
+        const int64_t pair[2] = {r.n_begin + i, r.n_begin + half + i};
+        __m512 acc[2][1] = {{_mm512_setzero_ps()}, {_mm512_setzero_ps()}};
+        if (!aligned_runs<M, 2, 1, kInt8>(r, w, pair, aligned, acc)) return false;
+        for (int p = 0; p < 2; ++p) store_row_sum(r, w, 0, pair[p], acc[p][0]);
       }
       n_first = r.n_begin + 2 * half;  // an odd last row below
     }
   }
   for (int64_t n = n_first; n < r.n_end; ++n) {
     const uint8_t* fields = w.indices + n * w.row_bytes;
-    __m512 acc[R];
+    __m512 runs_acc[1][R];
+    __m512 (&acc)[R] = runs_acc[0];
     for (int i = 0; i < R; ++i) acc[i] = _mm512_setzero_ps();
-    if (!aligned_runs<M, R, kInt8>(r, w, n, aligned, acc)) return false;
+    if (!aligned_runs<M, 1, R, kInt8>(r, w, {n}, aligned, runs_acc)) return false;
     int64_t q = aligned * 16 / w.n;  // the generic walk goes on after the aligned runs
     int p = 0;
     for (int64_t j = aligned * 16; j < w.kept; j += 16) {
@@ -145,11 +127,7 @@ bool rows(const Rows& r, const NmWeight& w) {
       }
       advance_run(w, &q, &p);
     }
-    for (int i = 0; i < R; ++i) {
-      alignas(64) float lane[16];
-      _mm512_store_ps(lane, acc[i]);
-      r.y[i * r.N + n] = sum_lanes(lane, w.values.scale, r.bias, n);
-    }
+    for (int i = 0; i < R; ++i) store_row_sum(r, w, i, n, acc[i]);
   }
   return true;
 }
