@@ -103,12 +103,18 @@ inline void depthwise_window_vector(const DwsepShape& s, const Packed& pk, const
   for (int q = 0; q < NP; ++q) acc[q] = S::zero();
   for (int64_t kh = 0; kh < s.KH; ++kh) {
     const int64_t iy = oy * s.stride_h - s.pad_top + kh * s.dilation_h;
-    const bool row = iy >= 0 && iy < s.H;
     V xs[kSpan];
-    for (int j = 0; j < kSpan; ++j) {
-      const bool inside = row && (!kBorder || (ix + j >= 0 && ix + j < s.W));
-      const float* xj = image + ((iy * s.W + ix + j) * s.C + c) * inside;  // the image start when outside
-      xs[j] = inside ? (kMasked ? S::load(xj, m) : S::load(xj)) : S::zero();
+    if (iy < 0 || iy >= s.H) {
+      for (int j = 0; j < kSpan; ++j) xs[j] = S::zero();
+    } else if (!kBorder) {  // straight loads: with a select per vector GCC kept xs on the stack
+      const float* x0 = image + (iy * s.W + ix) * s.C + c;
+      for (int j = 0; j < kSpan; ++j) xs[j] = kMasked ? S::load(x0 + j * s.C, m) : S::load(x0 + j * s.C);
+    } else {
+      for (int j = 0; j < kSpan; ++j) {
+        const bool inside = ix + j >= 0 && ix + j < s.W;
+        const float* xj = image + ((iy * s.W + ix + j) * s.C + c) * inside;  // the image start when outside
+        xs[j] = inside ? (kMasked ? S::load(xj, m) : S::load(xj)) : S::zero();
+      }
     }
     const float* w = pk.dw_w + kh * KW * pk.Cp + c;
     for (int kw = 0; kw < KW; ++kw) {
@@ -288,10 +294,12 @@ void pointwise_pixels(const DwsepShape& s, const Packed& pk, const Task& t, int6
 
 // Depthwise tile, then (or either one alone) the 1x1 convolution of its
 // pixels for output channels [o_begin, min(o_end, O)): blocks of NV vectors,
-// then (when NV > 2) of 2 vectors, 12 pixels at a time;
-// the channels left at the end in one vector, or (when the ISA has a narrower
-// vector type Half: same float order per output) a half vector or one and a
-// half, so that little is computed past O. The packed weights hold Op >= O
+// then (when NV > 2) of 2 vectors; the channels left at the end in one
+// vector, or (when the ISA has a narrower vector type Half: same float order
+// per output) a half vector or one and a half, so that little is computed
+// past O. The narrow blocks take 8 pixels at a time: with 12, the 12 tile row
+// pointers did not fit the integer registers (GCC moved them through xmm
+// registers), and 8 ran 3-10% faster on the Zen 4. The packed weights hold Op >= O
 // columns (a multiple of kPad), so every block reads inside them; stores stop at O.
 template <class S, int MR, int NV, class Half = void>
 void run_task(const DwsepShape& s, const Packed& pk, const Task& t) {
@@ -302,21 +310,21 @@ void run_task(const DwsepShape& s, const Packed& pk, const Task& t) {
   int64_t o0 = t.o_begin;
   for (; o_end - o0 >= NV * W; o0 += NV * W) pointwise_pixels<S, MR, NV>(s, pk, t, o0);
   if constexpr (NV > 2) {
-    for (; o_end - o0 >= 2 * W; o0 += 2 * W) pointwise_pixels<S, 12, 2>(s, pk, t, o0);
+    for (; o_end - o0 >= 2 * W; o0 += 2 * W) pointwise_pixels<S, 8, 2>(s, pk, t, o0);
   }
   for (; o0 < o_end; o0 += W) {
     const int64_t left = o_end - o0;
     if constexpr (!std::is_void_v<Half>) {
       if (left <= Half::kWidth) {
-        pointwise_pixels<Half, 12, 1>(s, pk, t, o0);
+        pointwise_pixels<Half, 8, 1>(s, pk, t, o0);
         continue;
       }
       if (left > W && left <= W + Half::kWidth) {
-        pointwise_pixels<S, 12, 1, Half>(s, pk, t, o0);
+        pointwise_pixels<S, 8, 1, Half>(s, pk, t, o0);
         break;
       }
     }
-    pointwise_pixels<S, 12, 1>(s, pk, t, o0);
+    pointwise_pixels<S, 8, 1>(s, pk, t, o0);
   }
 }
 
