@@ -125,11 +125,23 @@ def test_every_isa_gives_the_same_bits(shape):
         assert_every_isa_agrees(lambda: op(*args, [1, 1], [1, 1, 1, 1], [1, 1], act, act, False), act)
 
 
-def test_small_image_with_a_large_1x1_weight(cpu_isa):
+# Depthwise runs of 7 pixels (output widths 7 and 14, with channel tails, 5x5 and 7x7) and a non-square kernel,
+# which takes the generic taps kernel: the same bits on every ISA path, and the reference's values.
+@pytest.mark.parametrize("shape, padding", [((1, 37, 14, 14, 24, 5), 2), ((1, 19, 7, 7, 40, 7), 3),
+                                            ((2, 21, 9, 11, 16, 3, 5), None)])
+def test_seven_pixel_runs_and_non_square_kernels_agree(shape, padding):
+    args = make_inputs(*shape[:6], kw=shape[6] if len(shape) > 6 else None)
+    pads = [padding] * 4 if padding is not None else [1, 1, 2, 2]
+    check(*args, padding=pads, act1="relu6", act2="silu")
+    assert_every_isa_agrees(lambda: op(*args, [1, 1], pads, [1, 1], "relu6", "silu", False))
+
+
+@pytest.mark.parametrize("h, w", [(5, 6), (7, 7)])
+def test_small_image_with_a_large_1x1_weight(cpu_isa, h, w):
     # A 6 MiB 1x1 weight (beyond half of any L2 up to 12 MiB) on a small image: one thread runs each image's tile
-    # fused; three threads take the shared-tile path (depthwise first, then the 1x1 split over output channels).
-    # Same float order, same bits.
-    args = make_inputs(2, 1536, 5, 6, 1000, 3)
+    # fused; three threads take the shared-tile path (depthwise first, by output rows at 7x7, then the 1x1 split
+    # over output channels). Same float order, same bits.
+    args = make_inputs(2, 1536, h, w, 1000, 3)
     assert torch.equal(*outputs_on_one_and_many_threads(lambda: check(*args, act1="silu", act2="relu6")))
 
 

@@ -177,16 +177,23 @@ Status dwsep_conv2d_cpu_packed(const float* x, const float* packed, int64_t pack
   }
   float* tiles = thread_buffer<float, kScratchDwsepTiles>(pixel_tasks * per_task * Cp);
   if (tiles == nullptr) return Status::kOutOfMemory;
-  constexpr int64_t kDepthwiseRun = 8;  // pixels per depthwise-only task
-  const int64_t runs_per_tile = (per_task + kDepthwiseRun - 1) / kDepthwiseRun;
-  parallel_for(pixel_tasks * runs_per_tile, nthreads, [&](int64_t i) {
-    Task t = task(i / runs_per_tile, tiles + i / runs_per_tile * per_task * Cp);
-    const int64_t first = t.p_begin + i % runs_per_tile * kDepthwiseRun;
+  // Depthwise-only tasks: the parts of a tile between multiples of `part`
+  // pixels. One output row each when that gives every thread two tasks, so
+  // that the depthwise runs follow the rows (8-pixel parts cut the 7-pixel
+  // rows of the late blocks into runs of 7 + 1, 3 + 3 + 1 + 1, ...); 8
+  // pixels otherwise. A tile may start inside a part: one part more.
+  const int64_t part = pixel_tasks * (per_task / s.Wo) >= 2 * int64_t{nthreads} ? s.Wo : 8;
+  const int64_t parts_per_tile = (per_task + part - 1) / part + 1;
+  parallel_for(pixel_tasks * parts_per_tile, nthreads, [&](int64_t i) {
+    Task t = task(i / parts_per_tile, tiles + i / parts_per_tile * per_task * Cp);
+    const int64_t start = (t.p_begin / part + i % parts_per_tile) * part;
+    const int64_t first = std::max(t.p_begin, start), end = std::min(t.p_end, start + part);
+    if (first >= end) return;
     t.tile += (first - t.p_begin) * Cp;
     t.p_begin = first;
-    t.p_end = std::min(t.p_end, first + kDepthwiseRun);
+    t.p_end = end;
     t.pointwise = false;
-    if (t.p_begin < t.p_end) run(s, pk, t);
+    run(s, pk, t);
   });
   parallel_for(pixel_tasks * o_parts, nthreads, [&](int64_t i) {
     const int64_t part = i % o_parts;

@@ -5,7 +5,7 @@
 //   store(p, v), store(p, v, m); add, sub, mul, div, fma(a, b, c) = a * b + c
 //   rounded once; max/min with x86 semantics (see vec_math.h);
 //   where_greater(a, b, t, f) = a > b ? t : f per lane; round_even;
-//   kDepthwisePixels, the pixels the depthwise step takes at a time (a power of two);
+//   kDepthwisePixels, the longest depthwise run (a power of two; see window_runs);
 //   times_pow2(p, n) = p * 2^n for integral n in [-126, 127].
 //
 // A task covers a run of output pixels of one image: it computes the
@@ -89,11 +89,12 @@ inline void depthwise_taps(const DwsepShape& s, const Packed& pk, const float* i
 }
 
 // The same for a square KW x KW kernel, dilation 1 along W and a stride
-// known at compile time (a compile-time kernel height let GCC unroll the
-// rows: 6-17% faster on the Zen 4): for each kernel row, the (NP - 1) * SW + KW input vectors the
-// NP pixels read are loaded once and reused from registers by every (pixel,
-// tap) pair that reads them; pixel runs away from the left and right borders
-// skip the column checks. Same float order.
+// known at compile time (a compile-time kernel height lets GCC unroll the
+// rows: 6-17% faster on the Zen 4; other kernels take depthwise_taps): for
+// each kernel row, the (NP - 1) * SW + KW input vectors the NP pixels read
+// are loaded once and reused from registers by every (pixel, tap) pair that
+// reads them; pixel runs away from the left and right borders skip the
+// column checks. Same float order.
 template <class S, int NP, int KW, int SW, bool kMasked, bool kBorder>
 [[gnu::always_inline]] inline void depthwise_window_vector(const DwsepShape& s, const Packed& pk, const float* image,
                                                            int64_t oy, int64_t ix, int64_t c, float* out) {
@@ -191,22 +192,22 @@ struct DepthwiseRuns {
   }
 };
 
-// Runs for one window kernel: NP pixels, then halves of that. Stride 2 reads
-// twice the input columns per pixel, so half the pixels per run keep the
-// window in registers. On the 32-register path (8-pixel runs), rows whose
-// width is a multiple of 7 (the 7, 14, 28 and 56-pixel rows of MobileNet
-// and EfficientNet) run 7 pixels at a time: with 8, a 7-pixel row took runs
-// of 4, 2 and 1, each loading its own window and weights, and its depthwise
-// step ran 1.6x longer.
+// Runs for one window kernel: kDepthwisePixels pixels, then halves of that
+// (8, 4, 2, 1). Stride 2 reads twice the input columns per pixel, so it
+// starts at half the pixels per run to keep the window in registers. At
+// stride 1 on the 32-register path (8-pixel runs), rows whose width is a
+// multiple of 7 (the 7, 14, 28, 56 and 112-pixel rows of MobileNet and
+// EfficientNet) run 7 pixels at a time (then 3, 1): with 8, a 7-pixel row
+// took runs of 4, 2 and 1, each loading its own window and weights, and its
+// depthwise step ran 1.6x longer.
 template <class S, int KW>
 DepthwiseRuns<S> window_runs(const DwsepShape& s) {
   constexpr int kRun = S::kDepthwisePixels, kHalfRun = kRun > 1 ? kRun / 2 : 1;
-  const bool sevens = kRun == 8 && s.Wo % 7 == 0;
-  if (s.stride_w == 1) {
-    return sevens ? DepthwiseRuns<S>::template of<Window<S, KW, 1>::template K, 7>()
-                  : DepthwiseRuns<S>::template of<Window<S, KW, 1>::template K, kRun>();
+  if (s.stride_w != 1) return DepthwiseRuns<S>::template of<Window<S, KW, 2>::template K, kHalfRun>();
+  if constexpr (kRun == 8) {
+    if (s.Wo % 7 == 0) return DepthwiseRuns<S>::template of<Window<S, KW, 1>::template K, 7>();
   }
-  return DepthwiseRuns<S>::template of<Window<S, KW, 2>::template K, kHalfRun>();
+  return DepthwiseRuns<S>::template of<Window<S, KW, 1>::template K, kRun>();
 }
 
 template <class S>
@@ -226,8 +227,8 @@ DepthwiseRuns<S> depthwise_runs(const DwsepShape& s) {
   return DepthwiseRuns<S>::template of<Taps<S>::template K>();
 }
 
-// Depthwise outputs of the task's pixels into its tile, one output row's run
-// at a time, in groups of kDepthwisePixels pixels and halves of that for the rest.
+// Depthwise outputs of the task's pixels into its tile, one output row's part
+// at a time, in the runs depthwise_runs picks (longest first).
 template <class S>
 void depthwise(const DwsepShape& s, const Packed& pk, const Task& t) {
   const DepthwiseRuns<S> runs = depthwise_runs<S>(s);
@@ -312,10 +313,11 @@ void pointwise_pixels(const DwsepShape& s, const Packed& pk, const Task& t, int6
 // then (when NV > 2) of 2 vectors; the channels left at the end in one
 // vector, or (when the ISA has a narrower vector type Half: same float order
 // per output) a half vector or one and a half, so that little is computed
-// past O. The narrow blocks take 8 pixels at a time: with 12, the 12 tile row
-// pointers did not fit the integer registers (GCC moved them through xmm
-// registers), and 8 ran 3-10% faster on the Zen 4. The packed weights hold Op >= O
-// columns (a multiple of kPad), so every block reads inside them; stores stop at O.
+// past O. The narrow blocks take 8 pixels at a time: with 12, the 12 tile
+// row pointers did not fit the integer registers (GCC moved them through xmm
+// registers), and 8 ran 3-10% faster on the Zen 4. The packed weights hold
+// Op >= O columns (a multiple of kPad), so every block reads inside them;
+// stores stop at O.
 template <class S, int MR, int NV, class Half = void>
 void run_task(const DwsepShape& s, const Packed& pk, const Task& t) {
   if (t.depthwise) depthwise<S>(s, pk, t);
