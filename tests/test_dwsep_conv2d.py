@@ -127,11 +127,11 @@ def test_every_isa_gives_the_same_bits(shape):
 
 # Depthwise runs of 7 pixels (output widths 7 and 14, with channel tails, 5x5 and 7x7) and a non-square kernel,
 # which takes the generic taps kernel: the same bits on every ISA path, and the reference's values.
-@pytest.mark.parametrize("shape, padding", [((1, 37, 14, 14, 24, 5), 2), ((1, 19, 7, 7, 40, 7), 3),
-                                            ((2, 21, 9, 11, 16, 3, 5), None)])
-def test_seven_pixel_runs_and_non_square_kernels_agree(shape, padding):
-    args = make_inputs(*shape[:6], kw=shape[6] if len(shape) > 6 else None)
-    pads = [padding] * 4 if padding is not None else [1, 1, 2, 2]
+@pytest.mark.parametrize("shape, kw, pads", [((1, 37, 14, 14, 24, 5), None, [2, 2, 2, 2]),
+                                             ((1, 19, 7, 7, 40, 7), None, [3, 3, 3, 3]),
+                                             ((2, 21, 9, 11, 16, 3), 5, [1, 1, 2, 2])])
+def test_seven_pixel_runs_and_non_square_kernels_agree(shape, kw, pads):
+    args = make_inputs(*shape, kw=kw)
     check(*args, padding=pads, act1="relu6", act2="silu")
     assert_every_isa_agrees(lambda: op(*args, [1, 1], pads, [1, 1], "relu6", "silu", False))
 
