@@ -59,11 +59,14 @@ inline typename S::V input_or_zero(const DwsepShape& s, const float* image, int6
   return kMasked ? S::load(p, m) : S::load(p);
 }
 
-template <class S, int NP>
-inline void finish_depthwise(const DwsepShape& s, const Packed& pk, const typename S::V (&acc)[NP], int64_t c,
+template <class S, int NP, int NR = 1>
+inline void finish_depthwise(const DwsepShape& s, const Packed& pk, const typename S::V (&acc)[NR][NP], int64_t c,
                              float* out) {
   const typename S::V bias = S::load(pk.dw_b + c);
-  for (int q = 0; q < NP; ++q) S::store(out + q * pk.Cp + c, activate<S>(s.act1, S::add(acc[q], bias)));
+  for (int r = 0; r < NR; ++r) {
+    float* row = out + r * s.Wo * pk.Cp;
+    for (int q = 0; q < NP; ++q) S::store(row + q * pk.Cp + c, activate<S>(s.act1, S::add(acc[r][q], bias)));
+  }
 }
 
 // Depthwise outputs, channels c.., of NP pixels of output row oy, columns ox
@@ -74,15 +77,15 @@ inline void depthwise_taps(const DwsepShape& s, const Packed& pk, const float* i
                            int64_t c, float* out) {
   using V = typename S::V;
   const auto m = S::mask(s.C - c);
-  V acc[NP];
-  for (int q = 0; q < NP; ++q) acc[q] = S::zero();
+  V acc[1][NP];
+  for (int q = 0; q < NP; ++q) acc[0][q] = S::zero();
   for (int64_t kh = 0; kh < s.KH; ++kh) {
     const int64_t iy = oy * s.stride_h - s.pad_top + kh * s.dilation_h;
     for (int64_t kw = 0; kw < s.KW; ++kw) {
       const V wv = S::load(pk.dw_w + (kh * s.KW + kw) * pk.Cp + c);
       const int64_t ix = ox * s.stride_w - s.pad_left + kw * s.dilation_w;
       for (int q = 0; q < NP; ++q) {
-        acc[q] = S::fma(input_or_zero<S, kMasked>(s, image, iy, ix + q * s.stride_w, c, m), wv, acc[q]);
+        acc[0][q] = S::fma(input_or_zero<S, kMasked>(s, image, iy, ix + q * s.stride_w, c, m), wv, acc[0][q]);
       }
     }
   }
@@ -95,17 +98,22 @@ inline void depthwise_taps(const DwsepShape& s, const Packed& pk, const float* i
 // each kernel row, the (NP - 1) * SW + KW input vectors the NP pixels read
 // are loaded once and reused from registers by every (pixel, tap) pair that
 // reads them; pixel runs away from the left and right borders skip the
-// column checks. Same float order.
-template <class S, int NP, int KW, int SW, bool kMasked, bool kBorder>
+// column checks. Same float order. With NR = 2 (stride and dilation 1 along
+// H), the same for output rows oy and oy + 1 (written Wo pixels apart): each
+// of their KW + 1 input rows is loaded once for both, and each output still
+// takes its kernel rows in order.
+template <class S, int NP, int NR, int KW, int SW, bool kMasked, bool kBorder>
 [[gnu::always_inline]] inline void depthwise_window_vector(const DwsepShape& s, const Packed& pk, const float* image,
                                                            int64_t oy, int64_t ix, int64_t c, float* out) {
   using V = typename S::V;
   constexpr int kSpan = (NP - 1) * SW + KW;
   const auto m = S::mask(s.C - c);
-  V acc[NP];
-  for (int q = 0; q < NP; ++q) acc[q] = S::zero();
+  V acc[NR][NP];
+  for (int r = 0; r < NR; ++r) {
+    for (int q = 0; q < NP; ++q) acc[r][q] = S::zero();
+  }
 #pragma GCC unroll 8
-  for (int64_t kh = 0; kh < KW; ++kh) {  // KH == KW
+  for (int64_t kh = 0; kh < KW + NR - 1; ++kh) {  // KH == KW; kernel row kh - r of output row oy + r
     const int64_t iy = oy * s.stride_h - s.pad_top + kh * s.dilation_h;
     V xs[kSpan];
     if (iy < 0 || iy >= s.H) {
@@ -120,23 +128,26 @@ template <class S, int NP, int KW, int SW, bool kMasked, bool kBorder>
         xs[j] = inside ? (kMasked ? S::load(xj, m) : S::load(xj)) : S::zero();
       }
     }
-    const float* w = pk.dw_w + kh * KW * pk.Cp + c;
-    for (int kw = 0; kw < KW; ++kw) {
-      const V wv = S::load(w + kw * pk.Cp);
-      for (int q = 0; q < NP; ++q) acc[q] = S::fma(xs[q * SW + kw], wv, acc[q]);
+    for (int r = 0; r < NR; ++r) {
+      if (kh - r < 0 || kh - r >= KW) continue;
+      const float* w = pk.dw_w + (kh - r) * KW * pk.Cp + c;
+      for (int kw = 0; kw < KW; ++kw) {
+        const V wv = S::load(w + kw * pk.Cp);
+        for (int q = 0; q < NP; ++q) acc[r][q] = S::fma(xs[q * SW + kw], wv, acc[r][q]);
+      }
     }
   }
-  finish_depthwise<S, NP>(s, pk, acc, c, out);
+  finish_depthwise<S, NP, NR>(s, pk, acc, c, out);
 }
 
-template <class S, int NP, int KW, int SW, bool kMasked>
+template <class S, int NP, int NR, int KW, int SW, bool kMasked>
 [[gnu::always_inline]] inline void depthwise_window(const DwsepShape& s, const Packed& pk, const float* image,
                                                     int64_t oy, int64_t ox, int64_t c, float* out) {
   const int64_t ix = ox * SW - s.pad_left;
   if (ix >= 0 && ix + (NP - 1) * SW + KW <= s.W) {
-    depthwise_window_vector<S, NP, KW, SW, kMasked, false>(s, pk, image, oy, ix, c, out);
+    depthwise_window_vector<S, NP, NR, KW, SW, kMasked, false>(s, pk, image, oy, ix, c, out);
   } else {
-    depthwise_window_vector<S, NP, KW, SW, kMasked, true>(s, pk, image, oy, ix, c, out);
+    depthwise_window_vector<S, NP, NR, KW, SW, kMasked, true>(s, pk, image, oy, ix, c, out);
   }
 }
 
@@ -159,7 +170,7 @@ struct Taps {
   };
 };
 
-template <class S, int KW, int SW>
+template <class S, int KW, int SW, int NR = 1>
 struct Window {
   template <int NP, bool kMasked>
   struct K {
@@ -167,7 +178,7 @@ struct Window {
     // shape and pointers in registers (0-9% faster than a call per vector).
     [[gnu::always_inline]] static void run(const DwsepShape& s, const Packed& pk, const float* image, int64_t oy,
                                            int64_t ox, int64_t c, float* out) {
-      depthwise_window<S, NP, KW, SW, kMasked>(s, pk, image, oy, ox, c, out);
+      depthwise_window<S, NP, NR, KW, SW, kMasked>(s, pk, image, oy, ox, c, out);
     }
   };
 };
@@ -186,10 +197,18 @@ template <class S>
 struct DepthwiseRuns {
   PixelsFn fns[4];
   int sizes[4];
+  PixelsFn pair_fns[4];  // the same runs over two output rows at once, or nulls
   template <template <int, bool> class Kernel, int NP = S::kDepthwisePixels>
   static DepthwiseRuns of() {
     const RunFns<S, Kernel, NP> r;
-    return {{r.fns[0], r.fns[1], r.fns[2], r.fns[3]}, {r.sizes[0], r.sizes[1], r.sizes[2], r.sizes[3]}};
+    return {{r.fns[0], r.fns[1], r.fns[2], r.fns[3]}, {r.sizes[0], r.sizes[1], r.sizes[2], r.sizes[3]}, {}};
+  }
+  template <template <int, bool> class Kernel, template <int, bool> class PairKernel, int NP>
+  static DepthwiseRuns paired() {
+    DepthwiseRuns runs = of<Kernel, NP>();
+    const RunFns<S, PairKernel, NP> pairs;
+    for (int i = 0; i < 4; ++i) runs.pair_fns[i] = pairs.fns[i];
+    return runs;
   }
 };
 
@@ -200,15 +219,23 @@ struct DepthwiseRuns {
 // multiple of 7 (the 7, 14, 28, 56 and 112-pixel rows of MobileNet and
 // EfficientNet) run 7 pixels at a time (then 3, 1): with 8, a 7-pixel row
 // took runs of 4, 2 and 1, each loading its own window and weights, and its
-// depthwise step ran 1.6x longer.
+// depthwise step ran 1.6x longer. On that path, stride 1 with stride and
+// dilation 1 along H also has the two-row form of depthwise_window_vector
+// (its accumulators and window need the 32 registers).
 template <class S, int KW>
 DepthwiseRuns<S> window_runs(const DwsepShape& s) {
+  using Runs = DepthwiseRuns<S>;
   constexpr int kRun = S::kDepthwisePixels, kHalfRun = kRun > 1 ? kRun / 2 : 1;
-  if (s.stride_w != 1) return DepthwiseRuns<S>::template of<Window<S, KW, 2>::template K, kHalfRun>();
+  if (s.stride_w != 1) return Runs::template of<Window<S, KW, 2>::template K, kHalfRun>();
   if constexpr (kRun == 8) {
-    if (s.Wo % 7 == 0) return DepthwiseRuns<S>::template of<Window<S, KW, 1>::template K, 7>();
+    const bool pairs = s.stride_h == 1 && s.dilation_h == 1;
+    if (s.Wo % 7 == 0) {
+      return pairs ? Runs::template paired<Window<S, KW, 1>::template K, Window<S, KW, 1, 2>::template K, 7>()
+                   : Runs::template of<Window<S, KW, 1>::template K, 7>();
+    }
+    if (pairs) return Runs::template paired<Window<S, KW, 1>::template K, Window<S, KW, 1, 2>::template K, kRun>();
   }
-  return DepthwiseRuns<S>::template of<Window<S, KW, 1>::template K, kRun>();
+  return Runs::template of<Window<S, KW, 1>::template K, kRun>();
 }
 
 template <class S>
@@ -245,21 +272,26 @@ DepthwiseRuns<S> depthwise_runs(const DwsepShape& s) {
 }
 
 // Depthwise outputs of the task's pixels into its tile, one output row's part
-// at a time, in the runs depthwise_runs picks (longest first).
+// at a time, or two whole rows where the runs have a paired form, in the runs
+// depthwise_runs picks (longest first).
 template <class S>
 void depthwise(const DwsepShape& s, const Packed& pk, const Task& t) {
   const DepthwiseRuns<S> runs = depthwise_runs<S>(s);
   const float* image = t.x + t.b * s.H * s.W * s.C;
   for (int64_t p = t.p_begin; p < t.p_end;) {
     const int64_t oy = p / s.Wo, ox = p % s.Wo;
-    const int64_t run_end = min64(t.p_end - p, s.Wo - ox) + ox;  // this row's part of the task
+    const int rows = runs.pair_fns[0] != nullptr && ox == 0 && t.p_end - p >= 2 * s.Wo ? 2 : 1;
+    const int64_t run_end = rows == 2 ? s.Wo : min64(t.p_end - p, s.Wo - ox) + ox;  // this row's part of the task
     float* out = t.tile + (p - t.p_begin) * pk.Cp;
-    if (t.prefetch_rows) prefetch_next_rows(s, image, oy, ox, run_end);
+    if (t.prefetch_rows) {  // for the next one or two rows
+      for (int r = 0; r < rows; ++r) prefetch_next_rows(s, image, oy + rows - 1 + r, ox, run_end);
+    }
+    const PixelsFn* fns = rows == 2 ? runs.pair_fns : runs.fns;
     int64_t j = ox;
     for (int i = 0; i < 4; ++i) {
-      for (; run_end - j >= runs.sizes[i]; j += runs.sizes[i]) runs.fns[i](s, pk, image, oy, j, out + (j - ox) * pk.Cp);
+      for (; run_end - j >= runs.sizes[i]; j += runs.sizes[i]) fns[i](s, pk, image, oy, j, out + (j - ox) * pk.Cp);
     }
-    p += run_end - ox;
+    p += rows * (run_end - ox);
   }
 }
 
