@@ -63,10 +63,14 @@ template <class S, int NP, int NR = 1>
 inline void finish_depthwise(const DwsepShape& s, const Packed& pk, const typename S::V (&acc)[NR][NP], int64_t c,
                              float* out) {
   const typename S::V bias = S::load(pk.dw_b + c);
-  for (int r = 0; r < NR; ++r) {
-    float* row = out + r * s.Wo * pk.Cp;
-    for (int q = 0; q < NP; ++q) S::store(row + q * pk.Cp + c, activate<S>(s.act1, S::add(acc[r][q], bias)));
-  }
+  with_activation(s.act1, [&](auto act) {
+    for (int r = 0; r < NR; ++r) {
+      float* row = out + r * s.Wo * pk.Cp;
+      for (int q = 0; q < NP; ++q) {
+        S::store(row + q * pk.Cp + c, activate_as<S, decltype(act)::value>(S::add(acc[r][q], bias)));
+      }
+    }
+  });
 }
 
 // Depthwise outputs, channels c.., of NP pixels of output row oy, columns ox
@@ -296,10 +300,10 @@ void depthwise(const DwsepShape& s, const Packed& pk, const Task& t) {
 }
 
 // The epilogue of one vector of outputs o.. of a pixel: + pw_b, act2, + x, store (masked at O).
-template <class S>
+template <class S, Activation kAct2>
 inline void finish(const DwsepShape& s, const Packed& pk, typename S::V acc, int64_t o, const float* x, float* y) {
   const auto m = S::mask(s.O - o);
-  typename S::V out = activate<S>(s.act2, S::add(acc, S::load(pk.pw_b + o)));
+  typename S::V out = activate_as<S, kAct2>(S::add(acc, S::load(pk.pw_b + o)));
   if (s.residual) out = S::add(out, S::load(x + o, m));
   S::store(y + o, out, m);
 }
@@ -332,13 +336,16 @@ void pointwise_block(const DwsepShape& s, const Packed& pk, const Task& t, int64
       if constexpr (kHalf) half_acc[r] = Half::fma(Half::low(av), hw, half_acc[r]);
     }
   }
-  for (int r = 0; r < MR; ++r) {
-    const int64_t pixel = t.b * s.Ho * s.Wo + t.p_begin + r0 + r;
-    float* y = t.y + pixel * s.O;
-    const float* x = t.x + pixel * s.C;  // residual: the output grid is the input grid
-    for (int v = 0; v < NV; ++v) finish<S>(s, pk, acc[r][v], o0 + v * S::kWidth, x, y);
-    if constexpr (kHalf) finish<Half>(s, pk, half_acc[r], o0 + NV * S::kWidth, x, y);
-  }
+  with_activation(s.act2, [&](auto act) {
+    constexpr Activation kAct2 = decltype(act)::value;
+    for (int r = 0; r < MR; ++r) {
+      const int64_t pixel = t.b * s.Ho * s.Wo + t.p_begin + r0 + r;
+      float* y = t.y + pixel * s.O;
+      const float* x = t.x + pixel * s.C;  // residual: the output grid is the input grid
+      for (int v = 0; v < NV; ++v) finish<S, kAct2>(s, pk, acc[r][v], o0 + v * S::kWidth, x, y);
+      if constexpr (kHalf) finish<Half, kAct2>(s, pk, half_acc[r], o0 + NV * S::kWidth, x, y);
+    }
+  });
 }
 
 // pointwise_block for 1 <= mr <= MR pixels.
