@@ -67,6 +67,7 @@ inline int64_t read_index(const void* p, int bytes, int64_t i) {
 // decoded[]), or first, first + 1, ... when contiguous (BSR blocks).
 template <typename Idx>
 struct RunOf {
+  using Index = Idx;
   const Idx* cols;
   alignas(64) Idx decoded[kLanes];
   alignas(64) float widened[kLanes];  // int8 values, as floats (exact)
@@ -305,7 +306,8 @@ template <class S, class Run, size_t... L>
     const float* x = xt + run.first * T;
     ((acc[L] = S::fma(S::set1(run.values[L]), S::load(x + L * T), acc[L])), ...);
   } else if (run.count == kLanes) {
-    if constexpr (std::is_same_v<decltype(run.decoded[0]), const int16_t&>) {
+    if constexpr (std::is_same_v<typename Run::Index, int16_t>) {
+      static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "index l % 4 is bits 16 (l % 4) of its word");
       // CSR's int16 indices, read in place once checked (so non-negative):
       // four a 64-bit load, taken apart with shifts. A load per index left
       // the loads the bottleneck. (Decoded int32 columns come from a vector
