@@ -269,6 +269,7 @@ DepthwiseRuns<S> depthwise_runs(const DwsepShape& s) {
   const int64_t last_read = (ox - 1) * s.stride_w - s.pad_left + (s.KW - 1) * s.dilation_w;
   const int64_t x0 = max64(0, first_run ? ox * s.stride_w - s.pad_left : last_read + 1);
   const int64_t x1 = min64(s.W, (ox_end - 1) * s.stride_w - s.pad_left + (s.KW - 1) * s.dilation_w + 1);
+  if (x0 >= x1) return;  // nothing new (a run inside the previous one's reach, or in the padding)
   for (int64_t iy = max64(0, first); iy < min64(s.H, first + s.stride_h); ++iy) {
     const char* line = reinterpret_cast<const char*>(image + (iy * s.W + x0) * s.C);
     const char* end = reinterpret_cast<const char*>(image + (iy * s.W + x1) * s.C);
