@@ -16,11 +16,6 @@ namespace slimops {
 namespace sparse_xt {
 namespace {
 
-// How many of a row's runs, from the first, are aligned.
-inline int64_t aligned_run_count(const NmWeight& w, int64_t K) {
-  return nm_runs_aligned(w.n, w.m) ? min64(w.kept / 16, K / 32) : 0;
-}
-
 template <int M>
 class AlignedRunDecoder {
  public:

@@ -391,13 +391,20 @@ bool nm_avx512(const Tiles& t, const NmWeight& w);
 bool csr_avx512_half(const Tiles& t, const CsrWeight& w);
 bool bsr_avx512_half(const Tiles& t, const BsrWeight& w);
 bool nm_avx512_half(const Tiles& t, const NmWeight& w);
-// N:M for M = 1 or 2 rows (a precondition), streaming the weight once; false
-// on a corrupt position field. AVX-512: float32 or int8 values; AVX2: float32.
+// N:M streaming the weight once; false on a corrupt position field.
+// AVX-512: for M = 1 or 2 rows (a precondition), float32 or int8 values.
+// AVX2: for M = 1 to kNmRowsAvx2 rows, float32 values.
 bool nm_rows_avx512(const Rows& r, const NmWeight& w);
+constexpr int64_t kNmRowsAvx2 = 4;
 bool nm_rows_avx2(const Rows& r, const NmWeight& w);
 // Whether each run of 16 kept values of an n:m row starts a group and spans
 // 32 columns (2:4 and 4:8): see aligned_runs.h.
 inline bool nm_runs_aligned(int n, int m) { return n > 0 && 16 % n == 0 && 16 / n * m == 32; }
+// How many of a row's runs, from the first, are aligned: the full runs whose
+// 32 columns lie inside the row (all of them when K % 32 == 0).
+inline int64_t aligned_run_count(const NmWeight& w, int64_t K) {
+  return nm_runs_aligned(w.n, w.m) ? min64(w.kept / 16, K / 32) : 0;
+}
 // N:M 2:4 or 4:8 (float32 or int8 values) with K % 32 == 0, for 1 to 16
 // rows (AVX-512); scratch: nm_chunks_scratch(n_end - n_begin) floats,
 // 64-byte aligned. False on a corrupt position field.
