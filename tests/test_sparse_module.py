@@ -9,7 +9,7 @@ from torch import nn
 from torch.nn.utils import prune as torch_prune
 
 import slimops
-from slimops import prune
+from slimops import prune, sparse_layout
 from slimops.backends import fallback, registry
 from slimops.backends.registry import Kernel
 from slimops.nn import SparseConfig, SparseLinear
@@ -264,6 +264,12 @@ def only_the_fallback(monkeypatch):
         monkeypatch.setitem(registry._KERNELS, op, [k for k in registry._KERNELS[op] if k.name == "torch"])
 
 
+def tables_of(monkeypatch, isa):
+    """choose_layout's break-even tables as on a CPU whose kernels run isa (the policy, apart from the
+    machine the tests run on)."""
+    monkeypatch.setattr(sparse_layout, "_table_isa", lambda device: (isa, 1.0))
+
+
 def random_weight(n=OUT, k=IN, seed=0):
     return torch.randn(n, k, generator=torch.Generator().manual_seed(seed))
 
@@ -276,6 +282,7 @@ def test_a_dense_weight_stays_dense():
 
 
 def test_an_exact_2_4_weight_takes_nm_when_a_fast_nm_kernel_is_registered(monkeypatch):
+    tables_of(monkeypatch, "avx512_vnni")
     only_the_fallback(monkeypatch)
     w = random_weight()
     w = w * prune.nm_mask(w, 2, 4)
@@ -288,6 +295,7 @@ def test_an_exact_2_4_weight_takes_nm_when_a_fast_nm_kernel_is_registered(monkey
 
 
 def test_the_cheapest_accepted_candidate_wins(monkeypatch):
+    tables_of(monkeypatch, "avx512_vnni")
     only_the_fallback(monkeypatch)
     for op in ("csr_linear", "bsr_linear", "nm_linear"):
         fake_fast_kernel(monkeypatch, op)
@@ -353,7 +361,8 @@ def test_choose_layout_bad_input():
         slimops.choose_layout(torch.ones(4, 4), dtype="float32")
 
 
-def test_int8_values_have_their_own_break_even_at_few_rows():
+def test_int8_values_have_their_own_break_even_at_few_rows(monkeypatch):
+    tables_of(monkeypatch, "avx512_vnni")
     w = random_weight()
     medium = w * prune.unstructured_mask(w, 0.6)  # density 0.4
     assert slimops.choose_layout(medium, expected_rows=1).kind == "csr"
@@ -361,11 +370,33 @@ def test_int8_values_have_their_own_break_even_at_few_rows():
     assert slimops.choose_layout(medium, expected_rows=16, int8=True).kind == "csr"
 
 
-@pytest.mark.parametrize("isa,kind", [("avx512_vnni", "csr"), ("avx2", "dense"), ("scalar", "dense")])
-def test_break_even_densities_follow_the_cpu_code_path(isa, kind):
-    if isa == "avx512_vnni" and slimops._C.detected_cpu_isa() != "avx512_vnni":
+def test_the_avx2_tables_keep_csr_to_high_density_at_few_rows_and_2_4_to_16_rows(monkeypatch):
+    tables_of(monkeypatch, "avx2")
+    w = random_weight()
+    dense_ish = w * prune.unstructured_mask(w, 0.4)  # density 0.6
+    assert slimops.choose_layout(dense_ish, expected_rows=8).kind == "csr"
+    assert slimops.choose_layout(dense_ish, expected_rows=32).kind == "dense"
+    two_four = w * prune.nm_mask(w, 2, 4)
+    assert slimops.choose_layout(two_four, expected_rows=16).kind == "csr"  # 0.5 / 0.7 beats 2:4's 0.5 / 0.55
+    assert slimops.choose_layout(two_four, expected_rows=64).kind == "dense"
+    medium = w * prune.unstructured_mask(w, 0.6)  # density 0.4
+    assert slimops.choose_layout(medium, expected_rows=1, int8=True).kind == "dense"  # 0.4 > 0.25
+    only_the_fallback(monkeypatch)
+    fake_fast_kernel(monkeypatch, "nm_linear")
+    assert slimops.choose_layout(two_four, expected_rows=16).pattern == (2, 4)
+    assert slimops.choose_layout(two_four, expected_rows=32).kind == "dense"  # 0.5 > 0.4
+    assert slimops.choose_layout(two_four, expected_rows=1, int8=True).kind == "dense"  # no int8 N:M stream
+
+
+@pytest.mark.parametrize("isa", ["avx512_vnni", "avx2", "scalar"])
+def test_break_even_densities_follow_the_cpu_code_path(isa):
+    detected = slimops._C.detected_cpu_isa()
+    if isa == "avx512_vnni" and detected != "avx512_vnni":
         pytest.skip("this CPU has no AVX-512")
     medium = random_weight() * prune.unstructured_mask(random_weight(), 0.6)  # density 0.4
+    # 16 rows: csr on AVX-512 (break-even 0.5) and on an AVX2 CPU (0.7); dense on the AVX2 path of an
+    # AVX-512 CPU (0.5 * 0.5) and on the scalar path.
+    kind = "dense" if isa == "scalar" or (isa == "avx2" and detected == "avx512_vnni") else "csr"
     previous = slimops.cpu_isa()
     try:
         slimops.set_cpu_isa(isa)
@@ -375,7 +406,9 @@ def test_break_even_densities_follow_the_cpu_code_path(isa, kind):
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_half_precision_weights_go_sparse_only_very_sparse_and_from_3_rows(dtype):
+@pytest.mark.parametrize("isa", ["avx512_vnni", "avx2"])
+def test_half_precision_weights_go_sparse_only_very_sparse_and_from_3_rows(monkeypatch, isa, dtype):
+    tables_of(monkeypatch, isa)
     w = random_weight()
     very = (w * prune.unstructured_mask(w, 0.9)).to(dtype)
     assert slimops.choose_layout(very, expected_rows=1, dtype=dtype).kind == "dense"

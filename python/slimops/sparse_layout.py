@@ -24,32 +24,51 @@ from .formats.sparse import FLOAT_DTYPES, NM_GROUPS, BSRWeight, CSRWeight, NMWei
 __all__ = ["BREAK_EVEN_DENSITY", "LayoutChoice", "choose_layout"]
 
 KINDS = ("dense", "csr", "bsr", "nm")
-# Stored density above which a format's fast CPU kernel loses to the dense layer:
-# ((up to this many activation rows, density), ...), the first matching entry applies.
-# From bench/sparse_linear.py-style measurements at K = N = 4096 on a 2-core Zen 4 with
-# about 10% margin (break-even measured: CSR ~0.6 at 1-16 rows, ~0.48 at 128; BSR 16x16
-# ~0.4 at 1 row, > 0.7 at 16, ~0.55 at 128; 2:4 wins 1.4-2.5x up to 16 rows, 0.84x at 128).
+# Stored density above which a format's fast CPU kernel loses to the dense layer, per the
+# CPU code path the kernels run (slimops.cpu_isa()): ((up to this many activation rows,
+# density), ...), the first matching entry applies. Measured at K = N = 4096 (bench/sparse_linear.py
+# style, cold weights) with about 10% margin.
 BREAK_EVEN_DENSITY = {
-    "csr": ((32, 0.5), (math.inf, 0.35)),
-    "bsr": ((2, 0.3), (32, 0.6), (math.inf, 0.4)),
-    "nm": ((32, 0.55), (math.inf, 0.45)),  # 2:4 (density 0.5) passes up to 32 rows
+    # On a 2-core Zen 4 (break-even measured: CSR ~0.6 at 1-16 rows, ~0.48 at 128; BSR 16x16 ~0.4 at
+    # 1 row, > 0.7 at 16, ~0.55 at 128; 2:4 wins 1.4-2.5x up to 16 rows, 0.84x at 128).
+    "avx512_vnni": {
+        "csr": ((32, 0.5), (math.inf, 0.35)),
+        "bsr": ((2, 0.3), (32, 0.6), (math.inf, 0.4)),
+        "nm": ((32, 0.55), (math.inf, 0.45)),  # 2:4 (density 0.5) passes up to 32 rows
+    },
+    # On a 2-core Zen 2, whose torch dense layer runs AVX2 too and is slow from 2 to 16 rows (12.9 ms at
+    # 8 rows against 3.3 at 1). Measured speedups over it: CSR 1.37x at density 0.7 and 1 row, 2.6x at 8,
+    # 1.07x at 0.6 and 32 rows, 1.03x at 0.4 and 64, 0.99x at 0.3 and 128; BSR 16x16 1.10x at 0.3 and 1 row,
+    # 1.69x at 0.7 and 8, 1.23x at 0.5 and 32, 1.14x at 0.4 and 64, 1.26x at 0.3 and 128; 2:4 2.4x at 1
+    # row, 2.1x at 8, 1.3x at 16, 0.82x at 32 (the xT kernel decodes N:M runs more slowly than CSR's).
+    # A 2:4 weight goes CSR here (0.5 / 0.65 < 0.5 / 0.55): right from 8 rows (CSR at density 0.5
+    # 3.9 ms against 2:4's 6.1), 1.3x slower than 2:4 at 1 row, still 1.8x faster than dense.
+    "avx2": {
+        "csr": ((1, 0.65), (16, 0.7), (32, 0.5), (64, 0.33), (math.inf, 0.25)),
+        "bsr": ((1, 0.27), (2, 0.6), (16, 0.65), (32, 0.45), (64, 0.35), (math.inf, 0.27)),
+        "nm": ((16, 0.55), (32, 0.4), (64, 0.25), (math.inf, 0.2)),
+    },
 }
 # int8 CSR and BSR values at 1-2 rows run the xT kernel (no streaming int8 kernel for them),
-# which wastes most of its tiles there: CSR measured break-even ~0.4 at 1 row. N:M streams int8
-# values on AVX-512 (2:4 int8 at 1 row: 3.1x dense). From 3 rows the float table applies.
-BREAK_EVEN_DENSITY_INT8_FEW_ROWS = {"csr": 0.3, "bsr": 0.3, "nm": 0.55}
+# which wastes most of its tiles there. Zen 4: CSR break-even ~0.4 at 1 row; N:M streams int8
+# values on AVX-512 (2:4 int8 at 1 row: 3.1x dense). Zen 2: CSR 0.97x at density 0.3, BSR 1.14x
+# at 0.3, and int8 2:4 0.44x at 1 row (AVX2 streams float32 N:M values only). From 3 rows the
+# float table applies.
+BREAK_EVEN_DENSITY_INT8_FEW_ROWS = {"avx512_vnni": {"csr": 0.3, "bsr": 0.3, "nm": 0.55},
+                                    "avx2": {"csr": 0.25, "bsr": 0.27, "nm": 0.0}}
 INT8_FEW_ROWS = 2
 # float16 / bfloat16 values run the xT kernel after widening, against torch's dense half-precision
-# layer, which reads half the bytes (and on this CPU runs bf16 dot products): measured at 4096^2,
-# CSR at density 0.1 wins from 16 rows (bf16 2.6x, fp16 1.5x) and loses at 1 row (bf16 0.5x);
-# 2:4 and density 0.3 lose. So half-precision weights go sparse only very sparse, from 3 rows.
+# layer, which reads half the bytes: on the Zen 4 (bf16 dot products), CSR at density 0.1 wins
+# from 16 rows (bf16 2.6x, fp16 1.5x) and loses at 1 row (bf16 0.5x), 2:4 and density 0.3 lose; on
+# the Zen 2, CSR at density 0.2 loses at 1 row (bf16 1.08x, fp16 0.39x) and wins from 3 (bf16 3.0x;
+# fp16 2.3x at 16). So on both, half-precision weights go sparse only very sparse, from 3 rows.
 BREAK_EVEN_DENSITY_HALF = {"csr": ((2, 0.0), (math.inf, 0.12)), "bsr": ((2, 0.0), (math.inf, 0.12)),
                            "nm": ((math.inf, 0.0),)}
-# The tables are for slimops' AVX-512 CPU path. Its AVX2 path runs the same kernels on half-width
-# vectors (measured: CSR at density 0.45 and 16 rows, 1.13x slower than dense there, 1.3x faster on
-# AVX-512), and the scalar path loses to torch's vectorized dense layer almost everywhere; the
-# break-even densities are scaled by this, per slimops.cpu_isa().
-CPU_ISA_SCALE = {"avx512_vnni": 1.0, "avx2": 0.5, "scalar": 0.0}
+# The AVX2 path on an AVX-512 CPU runs half-width vectors against torch's AVX-512 dense layer
+# (Zen 4: CSR at density 0.45 and 16 rows 1.13x slower than dense, 1.3x faster on AVX-512): the
+# AVX-512 tables scaled by this. The scalar path loses to torch's vectorized dense layer almost
+# everywhere, so sparse layouts are never picked on it.
+AVX2_ON_AVX512_SCALE = 0.5
 # Block sizes tried for BSR, largest (fewest index entries per value) first.
 BSR_BLOCKS = ((16, 16), (8, 8), (4, 4))
 # Every sparse op has this kernel: it rebuilds the dense weight on each call, so it is never faster.
@@ -77,14 +96,24 @@ def describe(kind: str, block=None, pattern=None) -> str:
 
 def break_even_density(kind: str, rows: int, int8: bool = False, device="cpu", half: bool = False) -> float:
     """half: float16 or bfloat16 values (and not int8)."""
+    isa, scale = _table_isa(device)
     if int8 and rows <= INT8_FEW_ROWS:
-        density = BREAK_EVEN_DENSITY_INT8_FEW_ROWS[kind]
+        density = BREAK_EVEN_DENSITY_INT8_FEW_ROWS[isa][kind]
     else:
-        table = BREAK_EVEN_DENSITY_HALF if half and not int8 else BREAK_EVEN_DENSITY
+        table = BREAK_EVEN_DENSITY_HALF if half and not int8 else BREAK_EVEN_DENSITY[isa]
         density = next(density for max_rows, density in table[kind] if rows <= max_rows)
-    if torch.device(device).type == "cpu":
-        density *= CPU_ISA_SCALE[_C.cpu_isa()]
-    return density
+    return density * scale
+
+
+def _table_isa(device) -> tuple[str, float]:
+    """(the ISA whose tables apply, a factor on them). Off the CPU the AVX-512 tables stand in
+    until GPU break-evens are measured."""
+    if torch.device(device).type != "cpu":
+        return "avx512_vnni", 1.0
+    active = _C.cpu_isa()
+    if active == "avx2" and _C.detected_cpu_isa() == "avx512_vnni":
+        return "avx512_vnni", AVX2_ON_AVX512_SCALE
+    return ("avx512_vnni", 0.0) if active == "scalar" else (active, 1.0)
 
 
 @dataclass(frozen=True)
