@@ -146,6 +146,8 @@ Status dwsep_conv2d_cpu_packed(const float* x, const float* packed, int64_t pack
 
   // Tasks: runs of output pixels of one image, whose depthwise tile (pixels x
   // Cp floats, at most 256 KiB: it stays in L2) feeds the 1x1 convolution.
+  // (Tiles of at most 32 KiB or 512 KiB were 6% slower on the Zen 2's
+  // MobileNetV2 suite at batch 1.)
   // Usually each task computes its own tile and its 1x1 (fused), the pixels
   // split until each thread has two tasks. A 1x1 weight too large for L2
   // (over fused_weight_limit()) would be streamed from memory once per task,
