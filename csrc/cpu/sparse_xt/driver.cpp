@@ -31,7 +31,8 @@ Path path_for(CpuIsa isa, int64_t M) {
       if (M <= 8) return {8, csr_avx512_half, bsr_avx512_half, nm_avx512_half};
       return {16, csr_avx512, bsr_avx512, nm_avx512};
     case CpuIsa::kAvx2:
-      return {8, csr_avx2, bsr_avx2, nm_avx2};
+      if (M <= 8) return {8, csr_avx2, bsr_avx2, nm_avx2};
+      return {16, csr_avx2_pair, bsr_avx2_pair, nm_avx2_pair};  // see YmmPair
 #endif
     default:
       break;
