@@ -166,10 +166,26 @@ def nm_linear(x, values, indices, scale, pattern_n, pattern_m, bias):
     return _as_output(y, x)
 
 
+def _bf16_gemm_is_fast() -> bool:
+    """Whether torch's CPU bf16 GEMM has native bf16 dot products here (AVX-512 BF16 or AMX): on the
+    AVX2-only Zen 2 it ran 2.3x slower than float32 at 16 rows and 6x at 128."""
+    for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        probe = getattr(torch.cpu, name, None)
+        if probe is not None and probe():
+            return True
+    return False
+
+
+BF16_GEMM_IS_FAST = _bf16_gemm_is_fast()
 # From this many activation rows on, w4a16_linear dequantizes the weight once to
-# bf16 and runs torch's (oneDNN's) bf16 GEMM; below, its own kernel streams the
-# packed weight once and decodes it in registers (measured crossover, README).
-W4A16_GEMM_MIN_ROWS = 6
+# bf16 and runs a GEMM: torch's (oneDNN's) bf16 one where it is fast, else
+# float32 on the bf16 operands widened (exact), in slices of W4A16_F32_SLICE
+# output rows. Below, its own kernel streams the packed weight once and decodes
+# it in registers (measured crossovers: 6 rows on the Zen 4 with bf16 dot
+# products; on the Zen 2 the kernel took 11.8 ms at 6 rows and 30.9 at 16, the
+# float32 GEMM 17.9 and 20.5, at K = N = 4096).
+W4A16_GEMM_MIN_ROWS = 6 if BF16_GEMM_IS_FAST else 10
+W4A16_F32_SLICE = 1024
 
 
 def _ptr(t):
@@ -185,9 +201,14 @@ def _bf16_scratch(n, k):
     tens of MiB per call costs more in page faults (torch's CPU allocator hands
     large blocks back to the OS) than the GEMM that reads it; the buffer keeps
     the size of the largest weight dequantized so far."""
-    buf = getattr(_scratch, "w4a16", None)
+    return _scratch_view("w4a16", torch.bfloat16, n, k)
+
+
+def _scratch_view(name, dtype, n, k):
+    buf = getattr(_scratch, name, None)
     if buf is None or buf.numel() < n * k:
-        buf = _scratch.w4a16 = torch.empty(n * k, dtype=torch.bfloat16)
+        buf = torch.empty(n * k, dtype=dtype)
+        setattr(_scratch, name, buf)
     return buf[: n * k].view(n, k)
 
 
@@ -211,7 +232,8 @@ def w4a16_linear(x, w_packed, w_scale, w_zero_point, group_size, bias):
     bias = _bias_f32(bias)
     if x2.shape[0] >= W4A16_GEMM_MIN_ROWS:
         w = w4a16_dequantize_bf16(w_packed, w_scale, w_zero_point, group_size, k, _bf16_scratch(n, k))
-        y = torch.nn.functional.linear(x2.to(torch.bfloat16), w).float()
+        xb = x2.to(torch.bfloat16)
+        y = torch.nn.functional.linear(xb, w).float() if BF16_GEMM_IS_FAST else _bf16_operands_f32_gemm(xb, w)
         if bias is not None:
             y += bias
         return _as_output(y, x)
@@ -222,6 +244,20 @@ def w4a16_linear(x, w_packed, w_scale, w_zero_point, group_size, bias):
     _C.w4a16_linear_cpu(x2.data_ptr(), x2.shape[0], k, x2.stride(0), w_packed.data_ptr(), n, w_scale.data_ptr(),
                         _ptr(zero), group_size, _ptr(bias), y.data_ptr(), torch.get_num_threads())
     return _as_output(y, x)
+
+
+def _bf16_operands_f32_gemm(xb, w):
+    """xb @ w^T for bf16 xb [M, K] and w [N, K], in float32 (products exact, sums in float32), w widened
+    a slice of output rows at a time so that no float32 copy of the whole weight is kept."""
+    n, k = w.shape
+    xf = xb.float()
+    y = torch.empty((xb.shape[0], n), dtype=torch.float32)
+    for n0 in range(0, n, W4A16_F32_SLICE):
+        n1 = min(n, n0 + W4A16_F32_SLICE)
+        wf = _scratch_view("w4a16_f32", torch.float32, n1 - n0, k)
+        wf.copy_(w[n0:n1])
+        y[:, n0:n1] = torch.nn.functional.linear(xf, wf)
+    return y
 
 
 _ACTIVATION_CODES = {"none": 0, "relu": 1, "relu6": 2, "silu": 3, "hardswish": 4}
