@@ -310,10 +310,18 @@ void depthwise(const DwsepShape& s, const Packed& pk, const Task& t) {
 }
 
 // The epilogue of one vector of outputs o.. of a pixel: + pw_b, act2, + x, store (masked at O).
+// Whole vectors take plain loads and stores: AVX2's masked store
+// (vmaskmovps) is microcoded on AMD, and with it on every vector the
+// (32,112,1,16) block ran 1.19x longer on the Zen 2.
 template <class S, Activation kAct2>
 inline void finish(const DwsepShape& s, const Packed& pk, typename S::V acc, int64_t o, const float* x, float* y) {
-  const auto m = S::mask(s.O - o);
   typename S::V out = activate_as<S, kAct2>(S::add(acc, S::load(pk.pw_b + o)));
+  if (s.O - o >= S::kWidth) {
+    if (s.residual) out = S::add(out, S::load(x + o));
+    S::store(y + o, out);
+    return;
+  }
+  const auto m = S::mask(s.O - o);
   if (s.residual) out = S::add(out, S::load(x + o, m));
   S::store(y + o, out, m);
 }
