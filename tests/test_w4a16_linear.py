@@ -202,3 +202,12 @@ def test_gradients_flow_through_the_dequantized_weight(name):
     weight = torch.from_numpy(ref.w4a16_linear(np.eye(64, dtype=np.float32), w.numpy(), s.numpy(), z.numpy(), g)).T
     torch.testing.assert_close(x.grad, weight.float().sum(0).expand(3, 64))
     torch.testing.assert_close(b.grad, torch.full((16,), 3.0))
+
+
+def test_the_gemm_path_runs_in_and_out_of_inference_mode():
+    """The reusable weight buffers are made in whichever mode comes first and written in place later."""
+    cpu._scratch.__dict__.clear()
+    args = make_inputs(GEMM_ROWS + 1, 64, 8)
+    with torch.inference_mode():
+        inside = op(*args)
+    assert torch.equal(op(*args), inside)

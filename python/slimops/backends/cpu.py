@@ -207,7 +207,10 @@ def _bf16_scratch(n, k):
 def _scratch_view(name, dtype, n, k):
     buf = getattr(_scratch, name, None)
     if buf is None or buf.numel() < n * k:
-        buf = torch.empty(n * k, dtype=dtype)
+        # Never an inference tensor: torch ops write some of these buffers in place, in and out of
+        # inference mode alike.
+        with torch.inference_mode(False):
+            buf = torch.empty(n * k, dtype=dtype)
         setattr(_scratch, name, buf)
     return buf[: n * k].view(n, k)
 
