@@ -113,7 +113,9 @@ def _table_isa(device) -> tuple[str, float]:
     active = _C.cpu_isa()
     if active == "avx2" and _C.detected_cpu_isa() == "avx512_vnni":
         return "avx512_vnni", AVX2_ON_AVX512_SCALE
-    return ("avx512_vnni", 0.0) if active == "scalar" else (active, 1.0)
+    if active == "scalar":
+        return "avx512_vnni", 0.0  # every break-even 0: never sparse
+    return active, 1.0
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-// N:M linear for one or two activation rows on AVX2 (compiled with -mavx2
+// N:M linear for one to four activation rows on AVX2 (compiled with -mavx2
 // -mfma): the weight streams once; per run of 16 kept values the matching x
 // values are fetched into two ymm and two FMAs add them into the output's 16
 // lanes: the float order of kernel.h, so the bits equal the xT kernel's and
@@ -35,7 +35,7 @@ inline __m256i lanes_below(int count, int first_lane) {
 // so such a field stays inside the loaded columns).
 template <int M, int R>
 bool aligned_runs(const Rows& r, const NmWeight& w, int64_t n, int64_t runs, __m256 (&acc)[R][2]) {
-  constexpr int kRunBytes = M == 4 ? 4 : 8;
+  constexpr int kRunBytes = 16 * (M == 4 ? 2 : 4) / 8;  // 16 fields of 2 or 4 bits, as in rows()
   const uint8_t* fields = w.indices + n * w.row_bytes;
   const float* values = w.values.f32 + n * w.kept;
   // (l / n) * m for the lanes of each half; shifts of lane l's field in its 32-bit word.
