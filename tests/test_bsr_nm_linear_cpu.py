@@ -168,7 +168,7 @@ def test_nan_reaches_only_rows_that_store_its_column():
 
 
 # ---- corrupted arrays: the C++ entry refuses them ---------------------------
-@pytest.mark.parametrize("m", [1, 5])
+@pytest.mark.parametrize("m", [1, 5, 17])  # 17: the 16-row tiles of AVX2 too
 @pytest.mark.parametrize("field", [8, 15])
 @pytest.mark.parametrize("byte", [0, 9, -1])  # K=40: first run, second run, last (partial) run
 @pytest.mark.parametrize("k", [40, 64])  # 64: only aligned runs

@@ -370,21 +370,24 @@ def test_int8_values_have_their_own_break_even_at_few_rows(monkeypatch):
     assert slimops.choose_layout(medium, expected_rows=16, int8=True).kind == "csr"
 
 
-def test_the_avx2_tables_keep_csr_to_high_density_at_few_rows_and_2_4_to_16_rows(monkeypatch):
+def test_the_avx2_tables_keep_csr_to_high_density_at_few_rows_and_aligned_n_m_to_64_rows(monkeypatch):
     tables_of(monkeypatch, "avx2")
     w = random_weight()
     dense_ish = w * prune.unstructured_mask(w, 0.4)  # density 0.6
     assert slimops.choose_layout(dense_ish, expected_rows=8).kind == "csr"
     assert slimops.choose_layout(dense_ish, expected_rows=32).kind == "dense"
     two_four = w * prune.nm_mask(w, 2, 4)
-    assert slimops.choose_layout(two_four, expected_rows=16).kind == "csr"  # 0.5 / 0.7 beats 2:4's 0.5 / 0.55
-    assert slimops.choose_layout(two_four, expected_rows=64).kind == "dense"
+    for rows in (1, 16, 64):  # 0.5 / 0.75 beats csr's 0.5 / 0.7 (at 64 rows csr's 0.33 refuses it)
+        assert slimops.choose_layout(two_four, expected_rows=rows).pattern == (2, 4)
+    assert slimops.choose_layout(two_four, expected_rows=128).kind == "dense"  # 0.5 > 0.45
+    assert slimops.choose_layout(w * prune.nm_mask(w, 4, 8), expected_rows=16).pattern == (4, 8)
+    # 1:4 takes the generic walk's table: 0.25 / 0.55 loses to csr's 0.25 / 0.7.
+    assert slimops.choose_layout(w * prune.nm_mask(w, 1, 4), expected_rows=16).kind == "csr"
+    # A K that is not a multiple of 32 has no aligned runs: a 2:4 weight then goes csr.
+    odd = random_weight(32, 48)
+    assert slimops.choose_layout(odd * prune.nm_mask(odd, 2, 4), expected_rows=16).kind == "csr"
     medium = w * prune.unstructured_mask(w, 0.6)  # density 0.4
     assert slimops.choose_layout(medium, expected_rows=1, int8=True).kind == "dense"  # 0.4 > 0.25
-    only_the_fallback(monkeypatch)
-    fake_fast_kernel(monkeypatch, "nm_linear")
-    assert slimops.choose_layout(two_four, expected_rows=16).pattern == (2, 4)
-    assert slimops.choose_layout(two_four, expected_rows=32).kind == "dense"  # 0.5 > 0.4
     assert slimops.choose_layout(two_four, expected_rows=1, int8=True).kind == "dense"  # no int8 N:M stream
 
 

@@ -27,26 +27,32 @@ KINDS = ("dense", "csr", "bsr", "nm")
 # Stored density above which a format's fast CPU kernel loses to the dense layer, per the
 # CPU code path the kernels run (slimops.cpu_isa()): ((up to this many activation rows,
 # density), ...), the first matching entry applies. Measured at K = N = 4096 (bench/sparse_linear.py
-# style, cold weights) with about 10% margin.
+# style, cold weights) with about 10% margin. "nm" is for the N:M weights whose runs of 16 kept
+# values are aligned (2:4 and 4:8 with K % 32 == 0: the kernels read their position fields
+# directly), "nm_generic" for the other patterns (1:4, 3:8, ...; decoded run by run, slower).
 BREAK_EVEN_DENSITY = {
     # On a 2-core Zen 4 (break-even measured: CSR ~0.6 at 1-16 rows, ~0.48 at 128; BSR 16x16 ~0.4 at
-    # 1 row, > 0.7 at 16, ~0.55 at 128; 2:4 wins 1.4-2.5x up to 16 rows, 0.84x at 128).
+    # 1 row, > 0.7 at 16, ~0.55 at 128; 2:4 wins 1.4-2.5x up to 16 rows, 0.84x at 128; measured before
+    # the aligned xT walk, which is not timed on AVX-512 yet).
     "avx512_vnni": {
         "csr": ((32, 0.5), (math.inf, 0.35)),
         "bsr": ((2, 0.3), (32, 0.6), (math.inf, 0.4)),
         "nm": ((32, 0.55), (math.inf, 0.45)),  # 2:4 (density 0.5) passes up to 32 rows
+        "nm_generic": ((32, 0.55), (math.inf, 0.45)),
     },
     # On a 2-core Zen 2, whose torch dense layer runs AVX2 too and is slow from 2 to 16 rows (12.9 ms at
     # 8 rows against 3.3 at 1). Measured speedups over it: CSR 1.37x at density 0.7 and 1 row, 2.6x at 8,
     # 1.07x at 0.6 and 32 rows, 1.03x at 0.4 and 64, 0.99x at 0.3 and 128; BSR 16x16 1.10x at 0.3 and 1 row,
-    # 1.69x at 0.7 and 8, 1.23x at 0.5 and 32, 1.14x at 0.4 and 64, 1.26x at 0.3 and 128; 2:4 2.4x at 1
-    # row, 2.1x at 8, 1.3x at 16, 0.82x at 32 (the xT kernel decodes N:M runs more slowly than CSR's).
-    # A 2:4 weight goes CSR here (0.5 / 0.65 < 0.5 / 0.55): right from 8 rows (CSR at density 0.5
-    # 3.9 ms against 2:4's 6.1), 1.3x slower than 2:4 at 1 row, still 1.8x faster than dense.
+    # 1.69x at 0.7 and 8, 1.23x at 0.5 and 32, 1.14x at 0.4 and 64, 1.26x at 0.3 and 128. 2:4 (float32):
+    # 2.2x at 1 row, 3.3x at 2, 3.8x at 8, 2.7x at 16, 1.7x at 32, 1.2x at 64, 1.0x at 128, as fast as CSR
+    # on the same weight from 4 to 16 rows and 1.2-1.4x faster at 1-2 (int8 values: 1.13x at 64 rows,
+    # 0.86x at 128); 4:8 the same. 1:4 runs the generic walk: 3.1x at 16 rows, 2.0x at 32, 1.4x at 64,
+    # but CSR on the same weight is 1.4x faster, so CSR takes it.
     "avx2": {
         "csr": ((1, 0.65), (16, 0.7), (32, 0.5), (64, 0.33), (math.inf, 0.25)),
         "bsr": ((1, 0.27), (2, 0.6), (16, 0.65), (32, 0.45), (64, 0.35), (math.inf, 0.27)),
-        "nm": ((16, 0.55), (32, 0.4), (64, 0.25), (math.inf, 0.2)),
+        "nm": ((16, 0.75), (32, 0.6), (64, 0.55), (math.inf, 0.45)),
+        "nm_generic": ((16, 0.55), (32, 0.4), (64, 0.25), (math.inf, 0.2)),
     },
 }
 # int8 CSR and BSR values at 1-2 rows run the xT kernel (no streaming int8 kernel for them),
@@ -54,8 +60,8 @@ BREAK_EVEN_DENSITY = {
 # values on AVX-512 (2:4 int8 at 1 row: 3.1x dense). Zen 2: CSR 0.97x at density 0.3, BSR 1.14x
 # at 0.3, and int8 2:4 0.44x at 1 row (AVX2 streams float32 N:M values only). From 3 rows the
 # float table applies.
-BREAK_EVEN_DENSITY_INT8_FEW_ROWS = {"avx512_vnni": {"csr": 0.3, "bsr": 0.3, "nm": 0.55},
-                                    "avx2": {"csr": 0.25, "bsr": 0.27, "nm": 0.0}}
+BREAK_EVEN_DENSITY_INT8_FEW_ROWS = {"avx512_vnni": {"csr": 0.3, "bsr": 0.3, "nm": 0.55, "nm_generic": 0.55},
+                                    "avx2": {"csr": 0.25, "bsr": 0.27, "nm": 0.0, "nm_generic": 0.0}}
 INT8_FEW_ROWS = 2
 # float16 / bfloat16 values run the xT kernel after widening, against torch's dense half-precision
 # layer, which reads half the bytes: on the Zen 4 (bf16 dot products), CSR at density 0.1 wins
@@ -63,7 +69,7 @@ INT8_FEW_ROWS = 2
 # the Zen 2, CSR at density 0.2 loses at 1 row (bf16 1.08x, fp16 0.39x) and wins from 3 (bf16 3.0x;
 # fp16 2.3x at 16). So on both, half-precision weights go sparse only very sparse, from 3 rows.
 BREAK_EVEN_DENSITY_HALF = {"csr": ((2, 0.0), (math.inf, 0.12)), "bsr": ((2, 0.0), (math.inf, 0.12)),
-                           "nm": ((math.inf, 0.0),)}
+                           "nm": ((math.inf, 0.0),), "nm_generic": ((math.inf, 0.0),)}
 # The AVX2 path on an AVX-512 CPU runs half-width vectors against torch's AVX-512 dense layer
 # (Zen 4: CSR at density 0.45 and 16 rows 1.13x slower than dense, 1.3x faster on AVX-512): the
 # AVX-512 tables scaled by this. The scalar path loses to torch's vectorized dense layer almost
@@ -95,7 +101,8 @@ def describe(kind: str, block=None, pattern=None) -> str:
 
 
 def break_even_density(kind: str, rows: int, int8: bool = False, device="cpu", half: bool = False) -> float:
-    """half: float16 or bfloat16 values (and not int8)."""
+    """kind: a key of the tables ("csr", "bsr", "nm" or "nm_generic"); half: float16 or bfloat16
+    values (and not int8)."""
     isa, scale = _table_isa(device)
     if int8 and rows <= INT8_FEW_ROWS:
         density = BREAK_EVEN_DENSITY_INT8_FEW_ROWS[isa][kind]
@@ -141,13 +148,13 @@ def choose_layout(weight: torch.Tensor, expected_rows: int = 1, device="cpu", dt
         return LayoutChoice("dense", reason=f"the sparse ops do not take {dtype} activations")
     rejected = []
     half = weight.dtype in (torch.float16, torch.bfloat16)
-    def cost(c):
-        return c.stored_density / max(break_even_density(c.kind, expected_rows, int8, device, half), 1e-12)
+    def limit_of(c):
+        return break_even_density(_table_kind(c, weight.shape[1]), expected_rows, int8, device, half)
 
-    candidates = sorted(_candidates(mask), key=cost)
+    candidates = sorted(_candidates(mask), key=lambda c: c.stored_density / max(limit_of(c), 1e-12))
     for candidate in candidates:  # a stable sort: on equal cost the earlier (2:4, larger blocks) wins
         name = describe(candidate.kind, candidate.block, candidate.pattern)
-        limit = break_even_density(candidate.kind, expected_rows, int8, device, half)
+        limit = limit_of(candidate)
         if candidate.stored_density > limit:
             rejected.append(f"{name} stores {candidate.stored_density:.2f} > break-even {limit:.2f}")
             continue
@@ -171,6 +178,15 @@ def _check_arguments(weight, expected_rows, dtype, mask) -> None:
     if mask is not None and (not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool
                              or mask.shape != weight.shape):
         raise ValueError(f"choose_layout: mask must be a bool tensor of the weight's shape {tuple(weight.shape)}")
+
+
+def _table_kind(candidate: _Candidate, k: int) -> str:
+    """The break-even tables' key for a candidate of a weight with k columns."""
+    if candidate.kind != "nm":
+        return candidate.kind
+    n, m = candidate.pattern
+    aligned = 16 % n == 0 and 16 // n * m == 32 and k % 32 == 0  # as nm_rows_all_aligned in sparse_xt/kernel.h
+    return "nm" if aligned else "nm_generic"
 
 
 def _candidates(mask: torch.Tensor) -> list[_Candidate]:

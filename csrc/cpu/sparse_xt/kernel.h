@@ -43,6 +43,10 @@ struct Rows {
   int64_t M, K, x_row_stride, N, n_begin, n_end;
 };
 
+// Whether each run of 16 kept values of an n:m row starts a group and spans
+// 32 columns (2:4 and 4:8): see aligned_runs.h.
+inline bool nm_runs_aligned(int n, int m) { return n > 0 && 16 % n == 0 && 16 / n * m == 32; }
+
 // Internal linkage on purpose: this header is compiled once per ISA with
 // different target flags (see w8a16_linear/kernels.h).
 namespace {
@@ -68,6 +72,7 @@ inline int64_t read_index(const void* p, int bytes, int64_t i) {
 template <typename Idx>
 struct RunOf {
   using Index = Idx;
+  static constexpr int kAlignedM = 0;  // not an AlignedNmRun
   const Idx* cols;
   alignas(64) Idx decoded[kLanes];
   alignas(64) float widened[kLanes];  // int8 values, as floats (exact)
@@ -296,13 +301,63 @@ struct NmWalk {
   }
 };
 
+// A full run of 16 kept values of a 2:4 or 4:8 row that starts a group
+// (nm_runs_aligned): it spans the 32 columns from `first`, and lane l's column
+// is first + (l / n) * m + field l, each field read from `words` where
+// fma_run uses it, with no decoded column array in between.
+template <int M>
+struct AlignedNmRun {
+  static constexpr int kAlignedM = M;
+  static constexpr int kBits = M == 4 ? 2 : 4;
+  uint32_t words[kRunWords<M>];
+  alignas(64) float widened[kLanes];
+  const float* values;
+  int64_t first;
+  int count = kLanes;
+};
+
+// The N:M walk of rows with K % 32 == 0 and kept % 16 == 0 (every run aligned
+// and full). 2-bit fields are all valid for m = 4; for m = 8 a 4-bit field
+// with its high bit set (>= 8) is corrupt.
+template <int M>
+struct NmAlignedWalk {
+  template <class S, class F>
+  [[gnu::always_inline]] static bool row(const NmWeight& w, int64_t n, F&& f) {
+    constexpr int64_t kRunBytes = kLanes * AlignedNmRun<M>::kBits / 8;
+    const uint8_t* fields = w.indices + n * w.row_bytes;
+    AlignedNmRun<M> run;
+    for (int64_t k = 0; k < w.kept / kLanes; ++k) {
+      std::memcpy(run.words, fields + k * kRunBytes, sizeof(run.words));
+      if constexpr (M == 8) {
+        if (((run.words[0] | run.words[1]) & 0x88888888u) != 0) return false;
+      }
+      run.first = 32 * k;
+      read_values(w.values, n * w.kept + k * kLanes, kLanes, run);
+      f(run);
+    }
+    return true;
+  }
+};
+
+// Whether NmAlignedWalk can take the rows of w in a kernel over K columns.
+inline bool nm_rows_all_aligned(const NmWeight& w, int64_t K) {
+  return nm_runs_aligned(w.n, w.m) && K % 32 == 0 && w.kept % kLanes == 0 && w.kept / kLanes == K / 32;
+}
+
 // acc[l] += v[l] * xt[cols[l]] for the run's lanes (constant indices, so the
 // accumulators stay in registers).
 template <class S, class Run, size_t... L>
 [[gnu::always_inline]] inline void fma_run(const float* xt, const Run& run, typename S::V (&acc)[kLanes],
                                            std::index_sequence<L...>) {
   constexpr int64_t T = S::kWidth;
-  if (run.contiguous) {  // always a full run
+  if constexpr (Run::kAlignedM != 0) {
+    constexpr int kM = Run::kAlignedM, kN = 16 / (32 / kM), kBits = Run::kBits, kPerWord = 32 / kBits;
+    const float* x = xt + run.first * T;
+    ((acc[L] = S::fma(S::set1(run.values[L]),
+                      S::load(x + ((L / kN) * kM + ((run.words[L / kPerWord] >> (kBits * (L % kPerWord))) & (kM - 1))) * T),
+                      acc[L])),
+     ...);
+  } else if (run.contiguous) {  // always a full run
     const float* x = xt + run.first * T;
     ((acc[L] = S::fma(S::set1(run.values[L]), S::load(x + L * T), acc[L])), ...);
   } else if (run.count == kLanes) {
@@ -376,6 +431,9 @@ bool run_tiles(const Tiles& t, const BsrWeight& w) {
 }
 template <class S>
 bool run_tiles(const Tiles& t, const NmWeight& w) {
+  if (nm_rows_all_aligned(w, t.K)) {
+    return w.m == 4 ? run_tiles<S, NmAlignedWalk<4>>(t, w) : run_tiles<S, NmAlignedWalk<8>>(t, w);
+  }
   return w.m == 4 ? run_tiles<S, NmWalk<4>>(t, w) : run_tiles<S, NmWalk<8>>(t, w);
 }
 
@@ -404,9 +462,6 @@ bool nm_avx512_half(const Tiles& t, const NmWeight& w);
 bool nm_rows_avx512(const Rows& r, const NmWeight& w);
 constexpr int64_t kNmRowsAvx2 = 4;
 bool nm_rows_avx2(const Rows& r, const NmWeight& w);
-// Whether each run of 16 kept values of an n:m row starts a group and spans
-// 32 columns (2:4 and 4:8): see aligned_runs.h.
-inline bool nm_runs_aligned(int n, int m) { return n > 0 && 16 % n == 0 && 16 / n * m == 32; }
 // How many of a row's runs, from the first, are aligned: the full runs whose
 // 32 columns lie inside the row (all of them when K % 32 == 0).
 inline int64_t aligned_run_count(const NmWeight& w, int64_t K) {
