@@ -245,14 +245,14 @@ Status run(const Call& c, const BsrWeight& w) {
 }
 Status run(const Call& c, const NmWeight& w) {
 #ifdef SLIMOPS_X86
-  // The streaming kernels take float32 values (and int8 on AVX-512); the others run the xT kernel.
+  // The streaming kernels take float32 and int8 values; the others run the xT kernel.
   const bool int8_or_f32 = w.values.f32 != nullptr || w.values.i8 != nullptr;
   if (c.M <= 2 && active_cpu_isa() == CpuIsa::kAvx512Vnni && int8_or_f32) return run_rows(c, w, nm_rows_avx512);
   // On AVX2, 3-4 rows only with aligned runs (the others gather x): it
   // permutes x for each row, at 2 cycles a permute on the Zen 2, so from 8
   // rows the xT kernel is faster (2:4 at 4096^2: 3.4 ms against ~5.6 at M=4,
   // 12.8 against 11.2 at M=16).
-  if (active_cpu_isa() == CpuIsa::kAvx2 && w.values.f32 != nullptr &&
+  if (active_cpu_isa() == CpuIsa::kAvx2 && int8_or_f32 &&
       (c.M <= 2 || (c.M <= kNmRowsAvx2 && c.K % 32 == 0 && nm_runs_aligned(w.n, w.m)))) {
     return run_rows(c, w, nm_rows_avx2);
   }

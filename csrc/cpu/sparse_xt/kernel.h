@@ -458,7 +458,7 @@ bool bsr_avx512_half(const Tiles& t, const BsrWeight& w);
 bool nm_avx512_half(const Tiles& t, const NmWeight& w);
 // N:M streaming the weight once; false on a corrupt position field.
 // AVX-512: for M = 1 or 2 rows (a precondition), float32 or int8 values.
-// AVX2: for M = 1 to kNmRowsAvx2 rows, float32 values.
+// AVX2: for M = 1 to kNmRowsAvx2 rows, float32 or int8 values.
 bool nm_rows_avx512(const Rows& r, const NmWeight& w);
 constexpr int64_t kNmRowsAvx2 = 4;
 bool nm_rows_avx2(const Rows& r, const NmWeight& w);

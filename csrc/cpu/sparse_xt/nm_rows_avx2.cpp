@@ -1,5 +1,6 @@
 // N:M linear for one to four activation rows on AVX2 (compiled with -mavx2
-// -mfma): the weight streams once; per run of 16 kept values the matching x
+// -mfma), float32 or int8 values (widened exactly, the row's sum times its
+// scale): the weight streams once; per run of 16 kept values the matching x
 // values are fetched into two ymm and two FMAs add them into the output's 16
 // lanes: the float order of kernel.h, so the bits equal the xT kernel's and
 // the AVX-512 one's. The aligned runs of 2:4 and 4:8 (aligned_runs.h: 32
@@ -19,6 +20,12 @@ namespace slimops {
 namespace sparse_xt {
 namespace {
 
+// Eight stored values from p as floats (int8 ones widened exactly).
+inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
+inline __m256 load8(const int8_t* p) {
+  return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
+}
+
 // Lanes [0, count) all-ones, for the masked gathers and blends of a short run.
 inline __m256i lanes_below(int count, int first_lane) {
   const __m256i lane = _mm256_add_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(first_lane));
@@ -33,11 +40,12 @@ inline __m256i lanes_below(int count, int first_lane) {
 // the low 3 bits of the column, blended, gives x at the lanes' columns.
 // Returns false on a 4:8 field >= 8 (the permutes read only the low bits,
 // so such a field stays inside the loaded columns).
-template <int M, int R>
-bool aligned_runs(const Rows& r, const NmWeight& w, int64_t n, int64_t runs, __m256 (&acc)[R][2]) {
+template <int M, int R, typename T>
+bool aligned_runs(const Rows& r, const NmWeight& w, const T* row_values, int64_t n, int64_t runs,
+                  __m256 (&acc)[R][2]) {
   constexpr int kRunBytes = 16 * (M == 4 ? 2 : 4) / 8;  // 16 fields of 2 or 4 bits, as in rows()
   const uint8_t* fields = w.indices + n * w.row_bytes;
-  const float* values = w.values.f32 + n * w.kept;
+  const T* values = row_values + n * w.kept;
   // (l / n) * m for the lanes of each half; shifts of lane l's field in its 32-bit word.
   __m256i base[2];
   for (int h = 0; h < 2; ++h) {
@@ -59,7 +67,7 @@ bool aligned_runs(const Rows& r, const NmWeight& w, int64_t n, int64_t runs, __m
       const __m256i field = _mm256_and_si256(_mm256_srlv_epi32(source, shifts[h]), field_mask);
       if constexpr (M == 8) seen = _mm256_or_si256(seen, field);
       const __m256i column = _mm256_add_epi32(base[h], field);
-      const __m256 v = _mm256_loadu_ps(values + 16 * k + 8 * h);
+      const __m256 v = load8(values + 16 * k + 8 * h);
       for (int i = 0; i < R; ++i) {
         const float* x = r.x + i * r.x_row_stride + 32 * k + 16 * h;
         const __m256 low = _mm256_permutevar8x32_ps(_mm256_loadu_ps(x), column);
@@ -71,17 +79,18 @@ bool aligned_runs(const Rows& r, const NmWeight& w, int64_t n, int64_t runs, __m
   return M == 4 || _mm256_testz_si256(seen, _mm256_set1_epi32(8));
 }
 
-// R activation rows: a template parameter, so acc stays in registers.
-template <int M, int R>
-bool rows(const Rows& r, const NmWeight& w) {
+// R activation rows: a template parameter, so acc stays in registers. T:
+// the stored values' type.
+template <int M, int R, typename T>
+bool rows(const Rows& r, const NmWeight& w, const T* row_values) {
   constexpr int kBits = M == 4 ? 2 : 4, kRunBytes = 16 * kBits / 8;
   const int64_t aligned = aligned_run_count(w, r.K);
   for (int64_t n = r.n_begin; n < r.n_end; ++n) {
     const uint8_t* fields = w.indices + n * w.row_bytes;
-    const float* values = w.values.f32 + n * w.kept;
+    const T* values = row_values + n * w.kept;
     __m256 acc[R][2];
     for (int i = 0; i < R; ++i) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
-    if (!aligned_runs<M, R>(r, w, n, aligned, acc)) return false;
+    if (!aligned_runs<M, R>(r, w, row_values, n, aligned, acc)) return false;
     int64_t q = aligned * 16 / w.n;  // the generic walk goes on after the aligned runs
     int p = 0;
     for (int64_t j = aligned * 16; j < w.kept; j += 16) {
@@ -93,14 +102,16 @@ bool rows(const Rows& r, const NmWeight& w) {
       const __m256i idx[2] = {_mm256_load_si256(reinterpret_cast<const __m256i*>(cols)),
                               _mm256_load_si256(reinterpret_cast<const __m256i*>(cols + 8))};
       if (count == 16) {
-        const __m256 v[2] = {_mm256_loadu_ps(values + j), _mm256_loadu_ps(values + j + 8)};
+        const __m256 v[2] = {load8(values + j), load8(values + j + 8)};
         for (int i = 0; i < R; ++i) {
           const float* x = r.x + i * r.x_row_stride;
           for (int h = 0; h < 2; ++h) acc[i][h] = _mm256_fmadd_ps(_mm256_i32gather_ps(x, idx[h], 4), v[h], acc[i][h]);
         }
       } else {  // a short last run: the lanes past count neither read x nor change acc
         const __m256i keep[2] = {lanes_below(count, 0), lanes_below(count, 8)};
-        const __m256 v[2] = {_mm256_maskload_ps(values + j, keep[0]), _mm256_maskload_ps(values + j + 8, keep[1])};
+        alignas(32) float part[16] = {};  // the run's values, widened, zeros past count
+        for (int l = 0; l < count; ++l) part[l] = static_cast<float>(values[j + l]);
+        const __m256 v[2] = {_mm256_load_ps(part), _mm256_load_ps(part + 8)};
         for (int i = 0; i < R; ++i) {
           const float* x = r.x + i * r.x_row_stride;
           for (int h = 0; h < 2; ++h) {
@@ -116,25 +127,30 @@ bool rows(const Rows& r, const NmWeight& w) {
       alignas(32) float lane[16];
       _mm256_store_ps(lane, acc[i][0]);
       _mm256_store_ps(lane + 8, acc[i][1]);
-      r.y[i * r.N + n] = sum_lanes(lane, nullptr, r.bias, n);
+      r.y[i * r.N + n] = sum_lanes(lane, w.values.scale, r.bias, n);
     }
   }
   return true;
 }
 
+template <typename T>
+bool rows_of(const Rows& r, const NmWeight& w, const T* values) {
+  switch (r.M) {
+    case 1:
+      return w.m == 4 ? rows<4, 1>(r, w, values) : rows<8, 1>(r, w, values);
+    case 2:
+      return w.m == 4 ? rows<4, 2>(r, w, values) : rows<8, 2>(r, w, values);
+    case 3:
+      return w.m == 4 ? rows<4, 3>(r, w, values) : rows<8, 3>(r, w, values);
+    default:
+      return w.m == 4 ? rows<4, 4>(r, w, values) : rows<8, 4>(r, w, values);
+  }
+}
+
 }  // namespace
 
 bool nm_rows_avx2(const Rows& r, const NmWeight& w) {
-  switch (r.M) {
-    case 1:
-      return w.m == 4 ? rows<4, 1>(r, w) : rows<8, 1>(r, w);
-    case 2:
-      return w.m == 4 ? rows<4, 2>(r, w) : rows<8, 2>(r, w);
-    case 3:
-      return w.m == 4 ? rows<4, 3>(r, w) : rows<8, 3>(r, w);
-    default:
-      return w.m == 4 ? rows<4, 4>(r, w) : rows<8, 4>(r, w);
-  }
+  return w.values.i8 != nullptr ? rows_of(r, w, w.values.i8) : rows_of(r, w, w.values.f32);
 }
 
 }  // namespace sparse_xt
