@@ -245,20 +245,20 @@ def test_torch_compile_fullgraph(case):
 
 
 # ---- bad input: a clear exception before any kernel runs --------------------
-def corrupted(fmt):
+def corrupted(fmt, dtype=torch.float32):
     """(op, args) of a valid weight whose index array is then overwritten."""
-    sw = weight(fmt, *{"csr": (6, 33, None), "bsr": (8, 12, (4, 4)), "nm": (3, 24, (4, 8))}[fmt], 0.0,
-                torch.float32)
+    sw = weight(fmt, *{"csr": (6, 33, None), "bsr": (8, 12, (4, 4)), "nm": (3, 24, (4, 8))}[fmt], 0.0, dtype)
     return op_args(sw, inputs(2, sw.shape[1], sw.shape[0])[0])
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.int8], ids=["f32", "int8"])  # int8: gather kernels too
 @pytest.mark.parametrize(
     "fmt,index,value",
     [("csr", 2, 33), ("csr", 2, -1), ("csr", 2, 32767), ("bsr", 2, 3), ("bsr", 2, -2),
      ("nm", 2, 0x99), ("csr", 1, "short_ptr"), ("bsr", 1, "short_ptr")],
 )
-def test_corrupted_index_raises(fmt, index, value):
-    op, args = corrupted(fmt)
+def test_corrupted_index_raises(fmt, index, value, dtype):
+    op, args = corrupted(fmt, dtype)
     args = list(args)
     t = args[index].clone()
     if value == "short_ptr":

@@ -386,11 +386,12 @@ def test_the_avx2_tables_keep_csr_to_high_density_at_few_rows_and_aligned_n_m_to
     # A K that is not a multiple of 32 has no aligned runs: a 2:4 weight then goes csr.
     odd = random_weight(32, 48)
     assert slimops.choose_layout(odd * prune.nm_mask(odd, 2, 4), expected_rows=16).kind == "csr"
-    medium = w * prune.unstructured_mask(w, 0.6)  # density 0.4
-    assert slimops.choose_layout(medium, expected_rows=1, int8=True).kind == "dense"  # 0.4 > 0.25
+    medium = w * prune.unstructured_mask(w, 0.6)  # density 0.4: int8 values go to csr's gather kernel
+    assert slimops.choose_layout(medium, expected_rows=1, int8=True).kind == "csr"  # 0.4 < 0.6
+    assert slimops.choose_layout(w * prune.unstructured_mask(w, 0.3), expected_rows=1, int8=True).kind == "dense"
     assert slimops.choose_layout(two_four, expected_rows=1, int8=True).pattern == (2, 4)  # int8 streams too
-    one_four = w * prune.nm_mask(w, 1, 4)  # density 0.25: at the int8 break-even of csr and the generic walk
-    assert slimops.choose_layout(one_four, expected_rows=1, int8=True).kind == "csr"  # csr first on the tie
+    one_four = w * prune.nm_mask(w, 1, 4)  # density 0.25: 0.25 / csr's 0.6 beats the generic walk's 0.25 / 0.25
+    assert slimops.choose_layout(one_four, expected_rows=1, int8=True).kind == "csr"
 
 
 @pytest.mark.parametrize("isa", ["avx512_vnni", "avx2", "scalar"])

@@ -55,14 +55,15 @@ BREAK_EVEN_DENSITY = {
         "nm_generic": ((16, 0.55), (32, 0.4), (64, 0.25), (math.inf, 0.2)),
     },
 }
-# int8 CSR and BSR values at 1-2 rows run the xT kernel (no streaming int8 kernel for them),
-# which wastes most of its tiles there. Zen 4: CSR break-even ~0.4 at 1 row; N:M streams int8
-# values on AVX-512 (2:4 int8 at 1 row: 3.1x dense). Zen 2: CSR 0.97x at density 0.3, BSR 1.14x
-# at 0.3; N:M streams int8 values on AVX2 too (2:4 int8: 2.5x dense at 1 row, 3.2x at 2; 1:4 int8
-# 1.3x and 1.7x, against CSR's 1.3x and 2.5x on the same weight, so CSR takes it on the tie). From 3
-# rows the float table applies.
+# int8 values at 1-2 rows: BSR, and CSR on AVX-512, run the xT kernel (no streaming int8 kernel for
+# them), which wastes most of its tiles there. Zen 4: CSR break-even ~0.4 at 1 row; N:M streams int8
+# values on AVX-512 (2:4 int8 at 1 row: 3.1x dense). Zen 2: BSR 1.14x at 0.3; CSR's gather kernel and
+# N:M's streaming one take int8 values on AVX2 (CSR int8 at 1 row: 5.1x dense at density 0.1, 2.5x
+# at 0.3, 1.7x at 0.5, as float32 values; 2:4 int8: 2.5x dense at 1 row, 3.2x at 2; 1:4 int8 1.3x
+# and 1.7x, against CSR's 1.3x and 2.5x on the same weight, so CSR takes it, cheaper). From 3 rows
+# the float table applies.
 BREAK_EVEN_DENSITY_INT8_FEW_ROWS = {"avx512_vnni": {"csr": 0.3, "bsr": 0.3, "nm": 0.55, "nm_generic": 0.55},
-                                    "avx2": {"csr": 0.25, "bsr": 0.27, "nm": 0.75, "nm_generic": 0.25}}
+                                    "avx2": {"csr": 0.6, "bsr": 0.27, "nm": 0.75, "nm_generic": 0.25}}
 INT8_FEW_ROWS = 2
 # float16 / bfloat16 values run the xT kernel after widening, against torch's dense half-precision
 # layer, which reads half the bytes: on the Zen 4 (bf16 dot products), CSR at density 0.1 wins

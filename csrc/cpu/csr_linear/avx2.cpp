@@ -21,6 +21,12 @@ inline __m256i load_indices8(const int16_t* col) {
 }
 inline __m256i load_indices8(const int32_t* col) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(col)); }
 
+// Eight stored values as floats (int8 ones widened exactly).
+inline __m256 load_values8(const float* v) { return _mm256_loadu_ps(v); }
+inline __m256 load_values8(const int8_t* v) {
+  return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(v))));
+}
+
 // Whether some index is negative or >= the limit (limit - 1 fits in int32).
 inline bool any_out_of_range(__m256i idx, __m256i limit_minus_one) {
   const __m256i bad = _mm256_or_si256(_mm256_cmpgt_epi32(idx, limit_minus_one),
@@ -54,8 +60,9 @@ struct Avx2Kernel {
     }
   }
 
-  template <int mr, typename Idx>
-  static bool run(const Rows& r, const Idx* col, int64_t begin, int64_t end, int64_t m, int64_t n) {
+  template <int mr, typename T, typename Idx>
+  static bool run(const Rows& r, const T* values, const Idx* col, int64_t begin, int64_t end, int64_t m,
+                  int64_t n) {
     const float* a[mr];
     __m256 acc[mr][2];
     for (int i = 0; i < mr; ++i) {
@@ -66,12 +73,12 @@ struct Avx2Kernel {
     int64_t j = begin;
     for (; j + kCsrLanes <= end; j += kCsrLanes) {
       prefetch_ahead_of(col, j);
-      prefetch_ahead_of(r.values, j);
+      prefetch_ahead_of(values, j);
       if (any_out_of_range(load_indices8(col + j), limit_minus_one) ||
           any_out_of_range(load_indices8(col + j + 8), limit_minus_one)) {
         return false;
       }
-      const __m256 v[2] = {_mm256_loadu_ps(r.values + j), _mm256_loadu_ps(r.values + j + 8)};
+      const __m256 v[2] = {load_values8(values + j), load_values8(values + j + 8)};
       full_block<mr>(a, col + j, v, acc);
     }
     if (j < end) {
@@ -80,7 +87,7 @@ struct Avx2Kernel {
       alignas(32) int32_t keep_tail[kCsrLanes] = {};
       for (int l = 0; l < end - j; ++l) {
         idx_tail[l] = col[j + l];
-        v_tail[l] = r.values[j + l];
+        v_tail[l] = static_cast<float>(values[j + l]);
         keep_tail[l] = -1;
       }
       __m256i idx[2];
@@ -105,7 +112,7 @@ struct Avx2Kernel {
 
 }  // namespace
 
-bool rows_avx2(const Rows& r) { return walk_rows_any_index<kCsrGatherMaxRows, Avx2Kernel>(r); }
+bool rows_avx2(const Rows& r) { return walk_rows_any_values<kCsrGatherMaxRows, Avx2Kernel>(r); }
 
 }  // namespace csr_linear
 }  // namespace slimops

@@ -58,7 +58,8 @@ struct Avx512Kernel {
   }
 
   template <int mr, typename Idx>
-  static bool run(const Rows& r, const Idx* col, int64_t begin, int64_t end, int64_t m, int64_t n) {
+  static bool run(const Rows& r, const float* values, const Idx* col, int64_t begin, int64_t end, int64_t m,
+                  int64_t n) {
     const float* a[mr];
     for (int i = 0; i < mr; ++i) a[i] = r.x + (m + i) * r.x_row_stride;
     __m512 acc[mr] = {};
@@ -66,15 +67,15 @@ struct Avx512Kernel {
     int64_t j = begin;
     for (; j + kCsrLanes <= end; j += kCsrLanes) {
       prefetch_ahead_of(col, j);
-      prefetch_ahead_of(r.values, j);
+      prefetch_ahead_of(values, j);
       if (_mm512_cmpge_epu32_mask(load_indices(0xffff, col + j), limit) != 0) return false;
-      fma_rows(col + j, _mm512_loadu_ps(r.values + j), a, acc, std::make_index_sequence<mr>());
+      fma_rows(col + j, _mm512_loadu_ps(values + j), a, acc, std::make_index_sequence<mr>());
     }
     if (j < end) {
       const __mmask16 mask = _bzhi_u32(0xffff, static_cast<unsigned>(end - j));
       const __m512i idx = load_indices(mask, col + j);
       if (_mm512_mask_cmpge_epu32_mask(mask, idx, limit) != 0) return false;
-      fma_rows_masked(mask, idx, load_values(mask, r.values + j), a, acc, std::make_index_sequence<mr>());
+      fma_rows_masked(mask, idx, load_values(mask, values + j), a, acc, std::make_index_sequence<mr>());
     }
     alignas(64) float p[mr][kCsrLanes];
     store_rows(acc, p, std::make_index_sequence<mr>());
@@ -91,7 +92,7 @@ struct Avx512Kernel {
 
 }  // namespace
 
-bool rows_avx512(const Rows& r) { return walk_rows_any_index<kCsrGatherMaxRows, Avx512Kernel>(r); }
+bool rows_avx512(const Rows& r) { return walk_rows_any_index<kCsrGatherMaxRows, Avx512Kernel>(r, r.values); }
 
 }  // namespace csr_linear
 }  // namespace slimops
