@@ -383,3 +383,26 @@ def test_fake_tensors_give_shapes_without_data():
         with FakeTensorMode() as mode:
             fake = [mode.from_tensor(a) if isinstance(a, torch.Tensor) else a for a in args]
             assert op(*fake).shape == (2, 5, shape[0])
+
+
+@pytest.mark.parametrize("m", [1, 2])
+@pytest.mark.parametrize("index_dtype", [torch.int16, torch.int32])
+def test_csr_row_tails_ignore_the_entries_past_them(cpu_isa, m, index_dtype):
+    """Rows of 5 stored elements: the gather kernel reads each row's partial block whole, in place, over
+    the next rows' entries (and from copies at the arrays' end). Those lanes must not count, even where
+    the next row stores inf and x is NaN at the column the dropped lanes read instead (0)."""
+    g = torch.Generator().manual_seed(0)
+    n, k = 9, 40
+    dense = torch.zeros(n, k)
+    for i in range(n):
+        dense[i, torch.randperm(k - 1, generator=g)[:5] + 1] = torch.randn(5, generator=g)  # never column 0
+    dense[1::2, 7] = float("inf")
+    w = CSRWeight.from_dense(dense)
+    col_idx = w.col_idx.to(index_dtype)
+    x = torch.randn(m, k, generator=g)
+    x[:, 0] = float("nan")
+    y = ops.csr_linear(x, w.row_ptr, col_idx, w.values, None, n)
+    finite = dense[::2]
+    want = x.nan_to_num(0.0).double() @ finite.double().T
+    assert torch.isfinite(y[:, ::2]).all()
+    np.testing.assert_allclose(y[:, ::2].double().numpy(), want.numpy(), rtol=1e-5, atol=1e-5)

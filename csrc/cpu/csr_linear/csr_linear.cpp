@@ -66,7 +66,7 @@ Status csr_linear_cpu(const float* x, int64_t M, int64_t K, int64_t x_row_stride
   const sparse_xt::RowSplit split = sparse_xt::split_rows(N, nthreads, 1024);
   const int64_t n_block = split.block, tasks = split.tasks;
   const Rows base{x, row_ptr, col_idx, v.f32, v.i8, v.scale, bias, y, M, K, N, x_row_stride, row_ptr_bytes,
-                  col_idx_bytes, static_cast<uint32_t>(K), 0, 0};
+                  col_idx_bytes, static_cast<uint32_t>(K), 0, 0, nnz};
   std::atomic<bool> bad_index{false};
   parallel_for(tasks, nthreads, [&](int64_t task) {
     if (bad_index.load(std::memory_order_relaxed)) return;

@@ -30,6 +30,7 @@ struct Rows {
   // Indices compared as uint32 against K (< 2^31), so negative ones always fail.
   uint32_t index_limit;
   int64_t n_begin, n_end;
+  int64_t nnz;  // the index and value arrays' length
 };
 // Returns false on a column index outside [0, K).
 using RowsFn = bool (*)(const Rows& r);
