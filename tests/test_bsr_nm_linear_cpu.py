@@ -1,9 +1,12 @@
-"""The CPU kernels of torch.ops.slimops.bsr_linear and nm_linear (float32 values).
+"""The CPU kernels of torch.ops.slimops.bsr_linear and nm_linear.
 
-Both run the xT kernel of csrc/cpu/sparse_xt (N:M at 1-2 rows on AVX-512 its own
-streaming kernel), in the float order of csr_linear over each row's stored
-elements. So besides the NumPy reference, each is held bit for bit to the CSR
-kernel on the same stored elements (explicit zeros included)."""
+Both run the xT kernel of csrc/cpu/sparse_xt, except N:M with float32 or int8
+values at few rows, which streams x directly (1-2 rows on AVX-512; 1-2 rows on
+AVX2, 1-4 where K % 32 == 0 and the pattern is 2:4 or 4:8). All of them keep the
+float order of csr_linear over each row's stored elements, so besides the NumPy
+reference each is held bit for bit to the CSR kernel on the same stored
+elements (explicit zeros included). float16 and bfloat16 values run the xT
+kernel and must give the bits of their float32 widening."""
 
 import numpy as np
 import pytest
@@ -30,13 +33,14 @@ def bsr_weight(n, k, block, sparsity, seed=0):
     return BSRWeight.from_dense(torch.randn(n, k, generator=g), block, mask)
 
 
-def nm_weight(n, k, pattern, seed=0, zero_fraction=0.2):
-    """Some groups keep fewer than pattern_n nonzeros, so they hold explicit zeros."""
+def nm_weight(n, k, pattern, seed=0, zero_fraction=0.2, exact_in=torch.float32):
+    """Some groups keep fewer than pattern_n nonzeros, so they hold explicit zeros.
+    The values are ones that exact_in represents exactly."""
     g = torch.Generator().manual_seed(seed)
     pn, m = pattern
     keep = (torch.rand(n, k // m, m, generator=g).argsort(dim=-1) < pn).reshape(n, k)
     keep &= torch.rand(n, k, generator=g) >= zero_fraction
-    return NMWeight.from_dense(torch.randn(n, k, generator=g) * keep, pattern)
+    return NMWeight.from_dense(torch.randn(n, k, generator=g).to(exact_in).float() * keep, pattern)
 
 
 def stored_mask(w) -> torch.Tensor:
@@ -96,10 +100,22 @@ def test_bsr_matches_reference_on_every_isa(cpu_isa, m, block, sparsity):
 
 @pytest.mark.parametrize("m", ROWS)
 @pytest.mark.parametrize("pattern", PATTERNS, ids=str)
-@pytest.mark.parametrize("k", [8, 40, 136])  # runs of 16 kept values: partial only, full + partial
+# Runs of 16 kept values: partial only, full + partial; K % 32 == 0: 2:4 and 4:8 take the aligned walk.
+@pytest.mark.parametrize("k", [8, 40, 136, 64, 128])
 def test_nm_matches_reference_on_every_isa(cpu_isa, m, pattern, k):
     w = nm_weight(24, k, pattern)
     check_against_reference(w, *inputs(m, k, 24))
+
+
+@pytest.mark.parametrize("m", [1, 2, 5, 17])
+@pytest.mark.parametrize("pattern", [(2, 4), (4, 8), (3, 8)], ids=str)
+@pytest.mark.parametrize("k", [40, 128])  # 128: the aligned walk for 2:4 and 4:8
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_nm_half_values_give_the_bits_of_float32(cpu_isa, m, pattern, k, dtype):
+    w = nm_weight(24, k, pattern, exact_in=dtype)
+    x, b = inputs(m, k, 24)
+    want = check_against_reference(w, x, b)
+    assert torch.equal(cpu.nm_linear(x, w.values.to(dtype), w.indices, None, *pattern, b), want)
 
 
 def test_numpy_references_agree():

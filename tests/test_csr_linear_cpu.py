@@ -133,13 +133,24 @@ def corrupted(index, position, value, idx_dtype=torch.int16, ptr_dtype=torch.int
 
 @pytest.mark.parametrize("rows", [2, 5])  # the gather kernels, the xT kernel
 @pytest.mark.parametrize("idx_dtype", [torch.int16, torch.int32])
-@pytest.mark.parametrize("position", [0, 17, 197])  # full block, later block, the last (partial) block
+# A full block, a later one, a row's partial block read in place (row 0 ends at 33), the array's last.
+@pytest.mark.parametrize("position", [0, 17, 32, 197])
 @pytest.mark.parametrize("value", [33, 32767, -1, -32768])
 def test_bad_column_index_raises(cpu_isa, rows, idx_dtype, position, value):
     arrays = corrupted(1, position, value, idx_dtype)
     x, b = inputs(rows, 33, 6)
     with pytest.raises(ValueError, match="column index is outside"):
         cpu.csr_linear(x, *arrays, None, 6, b)
+
+
+@pytest.mark.parametrize("rows", [1, 5])
+@pytest.mark.parametrize("idx_dtype", [torch.int16, torch.int32])
+def test_stored_entries_with_no_input_columns_raise(cpu_isa, rows, idx_dtype):
+    # K == 0: every stored index is out of range, including 0.
+    row_ptr = torch.tensor([0, 16], dtype=torch.int32)
+    col_idx = torch.zeros(16, dtype=idx_dtype)
+    with pytest.raises(ValueError, match="column index is outside"):
+        cpu.csr_linear(torch.zeros(rows, 0), row_ptr, col_idx, torch.ones(16), None, 1, None)
 
 
 @pytest.mark.parametrize("ptr_dtype", [torch.int32, torch.int64])

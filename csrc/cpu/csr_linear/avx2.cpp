@@ -41,7 +41,7 @@ inline bool any_out_of_range(__m256i idx, __m256i limit_minus_one) {
 struct Limits {
   __m256i minus_one32;  // K - 1 in each int32 lane
   __m256i minus_one16;  // min(K - 1, 32767) in each uint16 lane: int16 indices are valid iff <= it, unsigned
-  explicit Limits(uint32_t k)
+  explicit Limits(uint32_t k)  // k >= 1: the entry point rejects stored entries when K == 0
       : minus_one32(_mm256_set1_epi32(static_cast<int32_t>(k - 1))),
         minus_one16(_mm256_set1_epi16(static_cast<int16_t>(k - 1 > 32767 ? 32767 : k - 1))) {}
 };

@@ -43,6 +43,8 @@ Status csr_linear_cpu(const float* x, int64_t M, int64_t K, int64_t x_row_stride
   if (row_ptr == nullptr || (nnz != 0 && (col_idx == nullptr || values == nullptr))) return Status::kNullPointer;
   s = sparse_xt::check_row_ptr(row_ptr, row_ptr_bytes, col_idx_bytes, N, nnz);
   if (s != Status::kOk) return s;
+  // With K == 0 no column index is valid; the kernels' range checks assume K >= 1.
+  if (K == 0 && nnz != 0) return Status::kBadColumnIndex;
   sparse_xt::Values v;
   s = sparse_xt::make_values(values, value_type, scale, &v);
   if (s != Status::kOk) return s;
