@@ -2,7 +2,8 @@
 
 The kernel is called through its backend function (slimops.backends.cpu.csr_linear).
 Up to 2 activation rows it gathers x; from 3 rows it runs the xT kernel
-(csrc/cpu/sparse_xt), on tiles of 8 or 16 rows: the row counts below cover each."""
+(csrc/cpu/sparse_xt), on tiles of 8 or 16 rows (on AVX2 the 16-row tiles walk
+each weight row in lane passes, csr_lane_passes.h): the row counts below cover each."""
 
 import numpy as np
 import pytest
@@ -117,6 +118,24 @@ def test_a_row_gives_the_same_bits_alone_and_in_a_batch(cpu_isa):
     assert torch.equal(cpu.csr_linear(x[:5], *arrays, None, 300, b), batch[:5])
 
 
+@pytest.mark.parametrize("idx_dtype", [torch.int16, torch.int32])
+def test_every_row_length_gives_the_same_bits_alone_and_in_a_batch(cpu_isa, idx_dtype):
+    # Rows of 0 to 40 stored elements: every place a row can end in its last run of 16
+    # lanes (and in a lane pass's four), and rows shorter than one pass.
+    n, k = 41, 64
+    g = torch.Generator().manual_seed(5)
+    lengths = torch.arange(n)
+    cols = [torch.randperm(k, generator=g)[:length].sort().values for length in lengths.tolist()]
+    row_ptr = torch.zeros(n + 1, dtype=torch.int32)
+    row_ptr[1:] = lengths.cumsum(0)
+    col_idx = torch.cat(cols).to(idx_dtype)
+    values = torch.randn(col_idx.numel(), generator=g)
+    x, b = inputs(16, k, n, seed=6)
+    batch = check((row_ptr, col_idx, values), x, n, b)
+    for i in (0, 15):
+        assert torch.equal(cpu.csr_linear(x[i:i + 1], row_ptr, col_idx, values, None, n, b)[0], batch[i])
+
+
 @pytest.mark.parametrize("m", [1, 16])
 def test_bit_identical_across_thread_counts(cpu_isa, m):
     one, many = outputs_on_one_and_many_threads(run_case(m, 0.5))
@@ -131,7 +150,7 @@ def corrupted(index, position, value, idx_dtype=torch.int16, ptr_dtype=torch.int
     return arrays
 
 
-@pytest.mark.parametrize("rows", [2, 5])  # the gather kernels, the xT kernel
+@pytest.mark.parametrize("rows", [2, 5, 16])  # the gather kernels, the xT kernel on 8- and 16-row tiles
 @pytest.mark.parametrize("idx_dtype", [torch.int16, torch.int32])
 # A full block, a later one, a row's partial block read in place (row 0 ends at 33), the array's last.
 @pytest.mark.parametrize("position", [0, 17, 32, 197])
@@ -143,7 +162,7 @@ def test_bad_column_index_raises(cpu_isa, rows, idx_dtype, position, value):
         cpu.csr_linear(x, *arrays, None, 6, b)
 
 
-@pytest.mark.parametrize("rows", [1, 5])
+@pytest.mark.parametrize("rows", [1, 5, 16])
 @pytest.mark.parametrize("idx_dtype", [torch.int16, torch.int32])
 def test_stored_entries_with_no_input_columns_raise(cpu_isa, rows, idx_dtype):
     # K == 0: every stored index is out of range, including 0.

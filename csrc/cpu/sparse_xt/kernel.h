@@ -392,15 +392,24 @@ template <class S>
   return bias != nullptr ? S::add(sum, S::set1(bias[n])) : sum;
 }
 
+// The task's outputs of tile rows m0 .. m0 + T, from yt ([row][T]) to y.
+inline void scatter_tile(const Tiles& t, int64_t m0, int64_t T) {
+  const int64_t tile_rows = min64(T, t.M - m0), rows = t.n_end - t.n_begin;
+  for (int64_t i = 0; i < tile_rows; ++i) {
+    float* y = t.y + (m0 + i) * t.N + t.n_begin;
+    for (int64_t r = 0; r < rows; ++r) y[r] = t.yt[r * T + i];
+  }
+}
+
 // With 16 vector registers (AVX2) GCC keeps the 16 accumulators on the
 // stack, a load and a store per FMA; walking each row twice instead, 8 lanes
 // in registers at a time, was 5-17% slower on the Zen 2 (which renames such
-// stack accesses).
+// stack accesses). With two ymm a lane, CSR walks each row in four passes
+// instead (csr_lane_passes.h).
 template <class S, class Walk, class Weight>
 bool run_tiles(const Tiles& t, const Weight& w) {
   using V = typename S::V;
   constexpr int64_t T = S::kWidth;
-  const int64_t rows = t.n_end - t.n_begin;
   for (int64_t m0 = 0; m0 < t.M; m0 += T) {
     const float* xt = t.xt + (m0 / T) * t.K * T;
     for (int64_t n = t.n_begin; n < t.n_end; ++n) {
@@ -412,11 +421,7 @@ bool run_tiles(const Tiles& t, const Weight& w) {
       if (!ok) return false;
       S::store(t.yt + (n - t.n_begin) * T, finish<S>(acc, w.values.scale, t.bias, n));
     }
-    const int64_t tile_rows = min64(T, t.M - m0);
-    for (int64_t i = 0; i < tile_rows; ++i) {
-      float* y = t.y + (m0 + i) * t.N + t.n_begin;
-      for (int64_t r = 0; r < rows; ++r) y[r] = t.yt[r * T + i];
-    }
+    scatter_tile(t, m0, T);
   }
   return true;
 }
