@@ -3,7 +3,7 @@
 The kernel is called through its backend function (slimops.backends.cpu.csr_linear).
 Up to 2 activation rows it gathers x; from 3 rows it runs the xT kernel
 (csrc/cpu/sparse_xt), on tiles of 8 or 16 rows (on AVX2 the 16-row tiles walk
-each weight row in lane passes, csr_lane_passes.h): the row counts below cover each."""
+each weight row in lane passes, lane_passes.h): the row counts below cover each."""
 
 import numpy as np
 import pytest

@@ -405,7 +405,7 @@ inline void scatter_tile(const Tiles& t, int64_t m0, int64_t T) {
 // stack, a load and a store per FMA; walking each row twice instead, 8 lanes
 // in registers at a time, was 5-17% slower on the Zen 2 (which renames such
 // stack accesses). With two ymm a lane, CSR walks each row in four passes
-// instead (csr_lane_passes.h).
+// instead (lane_passes.h).
 template <class S, class Walk, class Weight>
 bool run_tiles(const Tiles& t, const Weight& w) {
   using V = typename S::V;
