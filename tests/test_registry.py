@@ -44,3 +44,26 @@ def test_error_lists_every_reason(op, monkeypatch):
     for expected in ("gpu_only: runs on cuda, not cpu", "new: does not take torch.bfloat16",
                      "small: does not take", "any: does not take"):
         assert expected in message
+
+
+def test_remembered_choices_follow_the_opt_in_and_the_registry(monkeypatch):
+    # Choices made without a why_not are remembered per (op, device type, dtype, opt-in).
+    monkeypatch.setattr(registry, "_KERNELS", {})
+    registry.register("static_op", Kernel("new", lambda: "new", ("cpu",), (torch.float32,), verified=False))
+    registry.register("static_op", Kernel("any", lambda: "any", None, (torch.float32,)))
+    monkeypatch.delenv("SLIMOPS_ALLOW_UNVERIFIED", raising=False)
+    assert choose("static_op", 1) == "any"
+    monkeypatch.setenv("SLIMOPS_ALLOW_UNVERIFIED", "1")
+    assert choose("static_op", 1) == "new"
+    monkeypatch.delenv("SLIMOPS_ALLOW_UNVERIFIED")
+    assert choose("static_op", 1) == "any"
+    assert registry.choose("static_op", torch.device("meta"), torch.float32, (1,)).name == "any"
+    # A registry swapped under it (as the fixture above does) is read afresh.
+    monkeypatch.setattr(registry, "_KERNELS", {})
+    registry.register("static_op", Kernel("other", lambda: "other", None, (torch.float32,)))
+    assert choose("static_op", 1) == "other"
+
+
+def test_a_why_not_is_asked_on_every_call(op, monkeypatch):
+    monkeypatch.delenv("SLIMOPS_ALLOW_UNVERIFIED", raising=False)
+    assert [choose(op, n) for n in (1, 100, 1, 100)] == ["small", "any", "small", "any"]
