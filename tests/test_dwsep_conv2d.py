@@ -145,6 +145,19 @@ def test_small_image_with_a_large_1x1_weight(cpu_isa, h, w):
     assert torch.equal(*outputs_on_one_and_many_threads(lambda: check(*args, act1="silu", act2="relu6")))
 
 
+# Images beyond any L2 up to 4 MiB (37 x 171 x 170 floats) prefetch their input rows; at stride 1 (3x3 on paired
+# rows, 5x5 dilated on single ones) fused tasks compute two output rows at a time while prefetching the next rows'
+# input. An odd channel count, tasks that start inside a row (3 threads), the last chunk a single row.
+@pytest.mark.parametrize("k, stride, dilation, pads", [(3, 1, 1, [1, 1, 1, 1]), (3, 2, 1, [0, 1, 0, 1]),
+                                                       (5, 1, 2, [4, 3, 4, 4])])
+def test_images_larger_than_l2(k, stride, dilation, pads):
+    args = make_inputs(1, 37, 171, 170, 24, k)
+    options = dict(stride=[stride] * 2, padding=pads, dilation=[dilation] * 2, act1="relu6", act2="silu")
+    one, many = outputs_on_one_and_many_threads(lambda: check(*args, **options))
+    assert torch.equal(one, many)
+    assert_every_isa_agrees(lambda: op(*args, *options.values(), False))
+
+
 def test_thread_count_does_not_change_results(cpu_isa):
     args = make_inputs(2, 48, 20, 20, 40, 3)
     assert torch.equal(*outputs_on_one_and_many_threads(lambda: op(*args, [2, 2], [1, 1, 1, 1], [1, 1], "silu", "none",

@@ -43,6 +43,7 @@ struct Task {
   int64_t o_begin, o_end;     // output channels, multiples of kPad (o_end may pass O up to Op)
   bool depthwise, pointwise;  // which steps to run: both (fused), or one (the tile is shared)
   bool prefetch_rows;         // the depthwise step prefetches the input rows of the next output row
+  bool chunked;               // a fused task runs in chunks of two output rows (run_task)
 };
 
 namespace {
@@ -317,6 +318,18 @@ void depthwise(const DwsepShape& s, const Packed& pk, const Task& t) {
   }
 }
 
+// Cache lines [next, end) brought into L2 a few at a time (`per_step` a
+// step): spread over the 1x1 step of one chunk of rows, they fetch the input
+// rows of the next chunk while the FMA units are busy.
+struct LinePrefetch {
+  const char* next;
+  const char* end;
+  int64_t per_step;
+  void step() {
+    for (int64_t i = 0; i < per_step && next < end; ++i, next += 64) __builtin_prefetch(next, 0, /*locality=*/2);
+  }
+};
+
 // The epilogue of one vector of outputs o.. of a pixel: + pw_b, act2, + x, store (masked at O).
 // Whole vectors take plain loads and stores: AVX2's masked store
 // (vmaskmovps) is microcoded on AMD, and with it on every vector the
@@ -388,46 +401,85 @@ void pointwise_rows(int64_t mr, const DwsepShape& s, const Packed& pk, const Tas
 // input channels, to keep the panel's part in L1, were 4-8% slower on the
 // Zen 2 at batch 1 for C = 384-1152: its L2 feeds the panel fast enough.)
 template <class S, int MR, int NV, class Half = void>
-void pointwise_pixels(const DwsepShape& s, const Packed& pk, const Task& t, int64_t o0) {
+void pointwise_pixels(const DwsepShape& s, const Packed& pk, const Task& t, int64_t o0, LinePrefetch* pf = nullptr) {
   const int64_t pixels = t.p_end - t.p_begin;
-  for (int64_t r0 = 0; r0 < pixels; r0 += MR) pointwise_rows<S, MR, NV, Half>(min64(MR, pixels - r0), s, pk, t, r0, o0);
+  for (int64_t r0 = 0; r0 < pixels; r0 += MR) {
+    if (pf != nullptr) pf->step();
+    pointwise_rows<S, MR, NV, Half>(min64(MR, pixels - r0), s, pk, t, r0, o0);
+  }
 }
 
-// Depthwise tile, then (or either one alone) the 1x1 convolution of its
-// pixels for output channels [o_begin, min(o_end, O)): blocks of NV vectors,
-// then (when NV > 2) of 2 vectors; the channels left at the end in one
-// vector, or (when the ISA has a narrower vector type Half: same float order
+// The 1x1 convolution of the tile's pixels for output channels [o_begin,
+// min(o_end, O)): blocks of NV vectors, then (when NV > 2) of 2 vectors; the
+// channels left at the end in one vector, or (when the ISA has a narrower vector type Half: same float order
 // per output) a half vector or one and a half, so that little is computed
 // past O. The narrow blocks take 8 pixels at a time: with 12, the 12 tile
 // row pointers did not fit the integer registers (GCC moved them through xmm
 // registers), and 8 ran 3-10% faster on the Zen 4. The packed weights hold
 // Op >= O columns (a multiple of kPad), so every block reads inside them;
-// stores stop at O.
+// stores stop at O. pf, if given, steps once per pixel block of the first pass.
 template <class S, int MR, int NV, class Half = void>
-void run_task(const DwsepShape& s, const Packed& pk, const Task& t) {
-  if (t.depthwise) depthwise<S>(s, pk, t);
-  if (!t.pointwise) return;
+void pointwise_all(const DwsepShape& s, const Packed& pk, const Task& t, LinePrefetch* pf) {
   constexpr int W = S::kWidth;
   const int64_t o_end = min64(t.o_end, s.O);
   int64_t o0 = t.o_begin;
-  for (; o_end - o0 >= NV * W; o0 += NV * W) pointwise_pixels<S, MR, NV>(s, pk, t, o0);
+  for (; o_end - o0 >= NV * W; o0 += NV * W, pf = nullptr) pointwise_pixels<S, MR, NV>(s, pk, t, o0, pf);
   if constexpr (NV > 2) {
-    for (; o_end - o0 >= 2 * W; o0 += 2 * W) pointwise_pixels<S, 8, 2>(s, pk, t, o0);
+    for (; o_end - o0 >= 2 * W; o0 += 2 * W, pf = nullptr) pointwise_pixels<S, 8, 2>(s, pk, t, o0, pf);
   }
-  for (; o0 < o_end; o0 += W) {
+  for (; o0 < o_end; o0 += W, pf = nullptr) {
     const int64_t left = o_end - o0;
     if constexpr (!std::is_void_v<Half>) {
       if (left <= Half::kWidth) {
-        pointwise_pixels<Half, 8, 1>(s, pk, t, o0);
+        pointwise_pixels<Half, 8, 1>(s, pk, t, o0, pf);
         continue;
       }
       if (left > W && left <= W + Half::kWidth) {
-        pointwise_pixels<S, 8, 1, Half>(s, pk, t, o0);
+        pointwise_pixels<S, 8, 1, Half>(s, pk, t, o0, pf);
         break;
       }
     }
-    pointwise_pixels<S, 8, 1>(s, pk, t, o0);
+    pointwise_pixels<S, 8, 1>(s, pk, t, o0, pf);
   }
+}
+
+// The input rows that output pixels [done, next_end) read and pixels before
+// `done` did not, as cache lines to prefetch over `steps` steps.
+inline LinePrefetch rows_to_prefetch(const DwsepShape& s, const float* image, int64_t done, int64_t next_end,
+                                     int64_t steps) {
+  const auto last_row = [&](int64_t p) { return (p / s.Wo) * s.stride_h - s.pad_top + (s.KH - 1) * s.dilation_h; };
+  const int64_t first = max64(0, last_row(done - 1) + 1), last = min64(s.H - 1, last_row(next_end - 1));
+  if (done >= next_end || first > last) return {nullptr, nullptr, 0};
+  const char* begin = reinterpret_cast<const char*>(image + first * s.W * s.C);
+  const char* end = reinterpret_cast<const char*>(image + (last + 1) * s.W * s.C);
+  return {begin, end, ((end - begin + 63) / 64 + steps - 1) / max64(1, steps)};
+}
+
+// Depthwise tile, then (or either one alone) its 1x1 convolution. A chunked
+// fused task runs two output rows at a time: the depthwise of a chunk into
+// the start of the tile, then its 1x1 while the next chunk's new input rows
+// are prefetched, so that the input streams in during the 1x1's arithmetic
+// instead of stalling the depthwise step.
+template <class S, int MR, int NV, class Half = void>
+void run_task(const DwsepShape& s, const Packed& pk, const Task& t) {
+  if (t.chunked && t.depthwise && t.pointwise) {
+    const float* image = t.x + t.b * s.H * s.W * s.C;
+    const int64_t chunk = 2 * s.Wo;
+    for (int64_t p = t.p_begin; p < t.p_end;) {
+      Task c = t;
+      c.p_begin = p;
+      c.p_end = min64(t.p_end, (p / chunk + 1) * chunk);
+      c.prefetch_rows = false;
+      depthwise<S>(s, pk, c);
+      const int64_t blocks = (c.p_end - c.p_begin + MR - 1) / MR;
+      LinePrefetch pf = rows_to_prefetch(s, image, c.p_end, min64(t.p_end, c.p_end + chunk), blocks);
+      pointwise_all<S, MR, NV, Half>(s, pk, c, &pf);
+      p = c.p_end;
+    }
+    return;
+  }
+  if (t.depthwise) depthwise<S>(s, pk, t);
+  if (t.pointwise) pointwise_all<S, MR, NV, Half>(s, pk, t, nullptr);
 }
 
 }  // namespace
