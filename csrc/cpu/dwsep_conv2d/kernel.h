@@ -318,15 +318,17 @@ void depthwise(const DwsepShape& s, const Packed& pk, const Task& t) {
   }
 }
 
-// Cache lines [next, end) brought into L2 a few at a time (`per_step` a
-// step): spread over the 1x1 step of one chunk of rows, they fetch the input
-// rows of the next chunk while the FMA units are busy.
+// Cache lines at addresses [next, end) brought into L2 a few at a time
+// (`per_step` a step): spread over the 1x1 step of one chunk of rows, they
+// fetch the input rows of the next chunk while the FMA units are busy. The
+// addresses are integers: stepping a pointer could pass one past the end.
 struct LinePrefetch {
-  const char* next;
-  const char* end;
+  uintptr_t next, end;
   int64_t per_step;
   void step() {
-    for (int64_t i = 0; i < per_step && next < end; ++i, next += 64) __builtin_prefetch(next, 0, /*locality=*/2);
+    for (int64_t i = 0; i < per_step && next < end; ++i, next += 64) {
+      __builtin_prefetch(reinterpret_cast<const void*>(next), 0, /*locality=*/2);
+    }
   }
 };
 
@@ -411,9 +413,9 @@ void pointwise_pixels(const DwsepShape& s, const Packed& pk, const Task& t, int6
 
 // The 1x1 convolution of the tile's pixels for output channels [o_begin,
 // min(o_end, O)): blocks of NV vectors, then (when NV > 2) of 2 vectors; the
-// channels left at the end in one vector, or (when the ISA has a narrower vector type Half: same float order
-// per output) a half vector or one and a half, so that little is computed
-// past O. The narrow blocks take 8 pixels at a time: with 12, the 12 tile
+// channels left at the end in one vector, or (when the ISA has a narrower
+// vector type Half: same float order per output) a half vector or one and a
+// half, so that little is computed past O. The narrow blocks take 8 pixels at a time: with 12, the 12 tile
 // row pointers did not fit the integer registers (GCC moved them through xmm
 // registers), and 8 ran 3-10% faster on the Zen 4. The packed weights hold
 // Op >= O columns (a multiple of kPad), so every block reads inside them;
@@ -449,10 +451,11 @@ inline LinePrefetch rows_to_prefetch(const DwsepShape& s, const float* image, in
                                      int64_t steps) {
   const auto last_row = [&](int64_t p) { return (p / s.Wo) * s.stride_h - s.pad_top + (s.KH - 1) * s.dilation_h; };
   const int64_t first = max64(0, last_row(done - 1) + 1), last = min64(s.H - 1, last_row(next_end - 1));
-  if (done >= next_end || first > last) return {nullptr, nullptr, 0};
-  const char* begin = reinterpret_cast<const char*>(image + first * s.W * s.C);
-  const char* end = reinterpret_cast<const char*>(image + (last + 1) * s.W * s.C);
-  return {begin, end, ((end - begin + 63) / 64 + steps - 1) / max64(1, steps)};
+  if (done >= next_end || first > last) return {0, 0, 0};
+  const uintptr_t begin = reinterpret_cast<uintptr_t>(image + first * s.W * s.C);
+  const uintptr_t end = reinterpret_cast<uintptr_t>(image + (last + 1) * s.W * s.C);
+  const int64_t lines = static_cast<int64_t>((end - begin + 63) / 64);
+  return {begin, end, (lines + steps - 1) / max64(1, steps)};
 }
 
 // Depthwise tile, then (or either one alone) its 1x1 convolution. A chunked
