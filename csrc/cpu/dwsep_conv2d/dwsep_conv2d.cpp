@@ -175,7 +175,7 @@ Status dwsep_conv2d_cpu_packed(const float* x, const float* packed, int64_t pack
   // in chunks of two output rows that prefetch the next chunk's input during
   // their 1x1 step (run_task): interleaved with eager, the Zen 3's 112x112
   // and 56x56 stride-1 blocks at batch 1 ran 3-8% faster, and (144,56,1,24)
-  // 12-18% at batch 32; stride 2, which reads two new input rows per output
+  // 10-23% at batch 32; stride 2, which reads two new input rows per output
   // row, ran 0-4% slower that way.
   const bool chunked = prefetch_rows && s.stride_h == 1;
   auto task = [&](int64_t pixel_task, float* tile) {
