@@ -271,13 +271,18 @@ DepthwiseRuns<S> depthwise_runs(const DwsepShape& s) {
   return DepthwiseRuns<S>::template of<Taps<S>::template K>();
 }
 
+// The last input row (before clipping to the image) that output row oy reads.
+inline int64_t last_input_row(const DwsepShape& s, int64_t oy) {
+  return oy * s.stride_h - s.pad_top + (s.KH - 1) * s.dilation_h;
+}
+
 // Into L2, the input rows that output row oy + 1 reads and oy does not, over
 // the columns that output columns [ox, ox_end) read and (unless `first_run`)
 // column ox - 1 did not. Always inlined: as a call, GCC found the function
 // free of side effects and dropped it.
 [[gnu::always_inline]] inline void prefetch_next_rows(const DwsepShape& s, const float* image, int64_t oy, int64_t ox,
                                                       int64_t ox_end, bool first_run) {
-  const int64_t first = (oy + 1) * s.stride_h - s.pad_top + (s.KH - 1) * s.dilation_h - s.stride_h + 1;
+  const int64_t first = last_input_row(s, oy) + 1;
   const int64_t last_read = (ox - 1) * s.stride_w - s.pad_left + (s.KW - 1) * s.dilation_w;
   const int64_t x0 = max64(0, first_run ? ox * s.stride_w - s.pad_left : last_read + 1);
   const int64_t x1 = min64(s.W, (ox_end - 1) * s.stride_w - s.pad_left + (s.KW - 1) * s.dilation_w + 1);
@@ -415,11 +420,12 @@ void pointwise_pixels(const DwsepShape& s, const Packed& pk, const Task& t, int6
 // min(o_end, O)): blocks of NV vectors, then (when NV > 2) of 2 vectors; the
 // channels left at the end in one vector, or (when the ISA has a narrower
 // vector type Half: same float order per output) a half vector or one and a
-// half, so that little is computed past O. The narrow blocks take 8 pixels at a time: with 12, the 12 tile
-// row pointers did not fit the integer registers (GCC moved them through xmm
-// registers), and 8 ran 3-10% faster on the Zen 4. The packed weights hold
-// Op >= O columns (a multiple of kPad), so every block reads inside them;
-// stores stop at O. pf, if given, steps once per pixel block of the first pass.
+// half, so that little is computed past O. The narrow blocks take 8 pixels at
+// a time: with 12, the 12 tile row pointers did not fit the integer registers
+// (GCC moved them through xmm registers), and 8 ran 3-10% faster on the Zen
+// 4. The packed weights hold Op >= O columns (a multiple of kPad), so every
+// block reads inside them; stores stop at O. pf, if given, steps once per
+// pixel block of the first pass.
 template <class S, int MR, int NV, class Half = void>
 void pointwise_all(const DwsepShape& s, const Packed& pk, const Task& t, LinePrefetch* pf) {
   constexpr int W = S::kWidth;
@@ -449,8 +455,8 @@ void pointwise_all(const DwsepShape& s, const Packed& pk, const Task& t, LinePre
 // `done` did not, as cache lines to prefetch over `steps` steps.
 inline LinePrefetch rows_to_prefetch(const DwsepShape& s, const float* image, int64_t done, int64_t next_end,
                                      int64_t steps) {
-  const auto last_row = [&](int64_t p) { return (p / s.Wo) * s.stride_h - s.pad_top + (s.KH - 1) * s.dilation_h; };
-  const int64_t first = max64(0, last_row(done - 1) + 1), last = min64(s.H - 1, last_row(next_end - 1));
+  const int64_t first = max64(0, last_input_row(s, (done - 1) / s.Wo) + 1);
+  const int64_t last = min64(s.H - 1, last_input_row(s, (next_end - 1) / s.Wo));
   if (done >= next_end || first > last) return {0, 0, 0};
   const uintptr_t begin = reinterpret_cast<uintptr_t>(image + first * s.W * s.C);
   const uintptr_t end = reinterpret_cast<uintptr_t>(image + (last + 1) * s.W * s.C);
