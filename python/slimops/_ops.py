@@ -11,7 +11,7 @@ import torch
 
 from . import _checks
 from .backends import cpu, cuda, fallback
-from .backends.registry import Kernel, choose, register
+from .backends.registry import Kernel, choose, register, repeat
 
 _lib = torch.library.Library("slimops", "DEF")
 
@@ -94,7 +94,8 @@ register(
 register("w4a16_linear", Kernel("cpu_c", cpu.w4a16_linear, ("cpu",), _F))
 register("w4a16_linear", Kernel("torch", fallback.w4a16_linear, None, _F))
 
-register("dwsep_conv2d", Kernel("cpu_c", cpu.dwsep_conv2d, ("cpu",), (torch.float32,)))
+register("dwsep_conv2d", Kernel("cpu_c", cpu.dwsep_conv2d, ("cpu",), (torch.float32,),
+                                repeat=cpu.dwsep_conv2d_repeat))
 # Tested in the Triton interpreter and compiled for sm_90 offline; not yet run on a GPU.
 register("dwsep_conv2d", Kernel("cuda_triton", cuda.dwsep_conv2d, ("cuda",), _F, verified=False,
                                 why_not=lambda *a: cuda.dwsep_declines(*a)))
@@ -259,6 +260,9 @@ def _dwsep_conv2d(x, dw_weight, dw_bias, pw_weight, pw_bias, stride=(1, 1), padd
                   dilation=(1, 1), act1="none", act2="none", residual=False):
     args = (x, dw_weight, dw_bias, pw_weight, pw_bias, list(stride), list(padding), list(dilation), act1, act2,
             residual)
+    y = repeat("dwsep_conv2d", args)  # a layer's repeated call: already checked
+    if y is not None:
+        return y
     _checks.check_dwsep_conv2d(*args)
     y = choose("dwsep_conv2d", x.device, x.dtype, args).run(*args)
     return y.contiguous(memory_format=_dwsep_memory_format(x))

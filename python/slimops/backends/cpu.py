@@ -6,8 +6,8 @@ import threading
 import torch
 
 from .. import _C
-from .._checks import as_rows, dwsep_output_size
-from .dwsep_weights import packed_weights
+from .._checks import as_rows, dwsep_output_size, is_channels_last
+from .dwsep_weights import entry_for, entry_of
 
 
 def _rows_f32(x: torch.Tensor) -> torch.Tensor:
@@ -266,27 +266,63 @@ def _bf16_operands_f32_gemm(xb, w):
 _ACTIVATION_CODES = {"none": 0, "relu": 1, "relu6": 2, "silu": 3, "hardswish": 4}
 
 
+class _DwsepCall:
+    """A checked call of one layer, as dwsep_conv2d ran it: what identifies a repeat of it (a dense x
+    of the same shape, strides, dtype and device, and the same options) and what the kernel then takes."""
+
+    __slots__ = ("signature", "sizes", "out_shape", "channels_last")
+
+    def __init__(self, signature, sizes, out_shape, channels_last):
+        self.signature, self.sizes, self.out_shape, self.channels_last = signature, sizes, out_shape, channels_last
+
+
+def _dwsep_signature(x, stride, padding, dilation, act1, act2, residual):
+    # The op passes stride, padding and dilation as lists of its own (a list never equals a tuple).
+    return (x.shape, x.stride(), x.dtype, x.device, stride, padding, dilation, act1, act2, residual)
+
+
+def _dwsep_run(x, weights, sizes, out_shape, channels_last):
+    xl = x.contiguous(memory_format=torch.channels_last)
+    y = torch.empty(out_shape, dtype=torch.float32, memory_format=torch.channels_last)
+    _C.dwsep_conv2d_cpu(xl.data_ptr(), *weights, y.data_ptr(), *sizes, torch.get_num_threads())
+    return y if channels_last else y.contiguous()
+
+
 def dwsep_conv2d(x, dw_weight, dw_bias, pw_weight, pw_bias, stride, padding, dilation, act1, act2, residual):
-    """The fused kernel works on NHWC float32: an NCHW x is laid out NHWC first
-    (the op returns the output in x's format). The weights are packed once per
-    layer (dwsep_weights.py)."""
+    """The fused kernel works on NHWC float32: an NCHW x is laid out NHWC first,
+    and the output comes back in x's format. The weights are packed once per
+    layer (dwsep_weights.py), whose entry then records this call for
+    dwsep_conv2d_repeat."""
     b, c, h, w = x.shape
     o, kh, kw = pw_weight.shape[0], dw_weight.shape[2], dw_weight.shape[3]
     ho, wo = dwsep_output_size(h, w, kh, kw, stride, padding, dilation)
-    xl = x.contiguous(memory_format=torch.channels_last)
-    packed = packed_weights(dw_weight, dw_bias, pw_weight, pw_bias)
-    if packed is None:  # the kernel packs them
+    sizes = (b, h, w, c, o, ho, wo, kh, kw, stride[0], stride[1], padding[0], padding[2], dilation[0], dilation[1],
+             _ACTIVATION_CODES[act1], _ACTIVATION_CODES[act2], residual)
+    channels_last = is_channels_last(x)
+    entry = entry_for(dw_weight, dw_bias, pw_weight, pw_bias)
+    if entry is None:  # weights that count no versions: the kernel packs them
         dw_weight, pw_weight = dw_weight.contiguous(), pw_weight.contiguous()
         dw_bias = None if dw_bias is None else dw_bias.contiguous()
         pw_bias = None if pw_bias is None else pw_bias.contiguous()
         weights = (dw_weight.data_ptr(), _ptr(dw_bias), pw_weight.data_ptr(), _ptr(pw_bias), 0, 0)
-    else:
-        weights = (0, 0, 0, 0, packed.data_ptr(), packed.numel())
-    y = torch.empty((b, o, ho, wo), dtype=torch.float32, memory_format=torch.channels_last)
-    _C.dwsep_conv2d_cpu(
-        xl.data_ptr(), *weights, y.data_ptr(),
-        b, h, w, c, o, ho, wo, kh, kw,
-        stride[0], stride[1], padding[0], padding[2], dilation[0], dilation[1],
-        _ACTIVATION_CODES[act1], _ACTIVATION_CODES[act2], residual, torch.get_num_threads(),
-    )
+        return _dwsep_run(x, weights, sizes, (b, o, ho, wo), channels_last)
+    weights = (0, 0, 0, 0, entry.packed.data_ptr(), entry.packed.numel())
+    y = _dwsep_run(x, weights, sizes, (b, o, ho, wo), channels_last)
+    entry.call = _DwsepCall(_dwsep_signature(x, stride, padding, dilation, act1, act2, residual), sizes,
+                            (b, o, ho, wo), channels_last)
     return y
+
+
+def dwsep_conv2d_repeat(x, dw_weight, dw_bias, pw_weight, pw_bias, stride, padding, dilation, act1, act2, residual):
+    """dwsep_conv2d for a repeat of the last call it ran with these weights, unchanged (a layer of a
+    model called again on an input of the same kind), or None for any other call. What the op
+    checks depends only on what the repeat compares, so it skips the checks and the kernel choice:
+    about 18 us a call on the Xeon between other layers' calls (cold caches)."""
+    entry = entry_of(pw_weight)
+    call = None if entry is None else entry.call
+    if (call is None or x.layout != torch.strided  # (first: a sparse x reports zero strides)
+            or call.signature != _dwsep_signature(x, stride, padding, dilation, act1, act2, residual)
+            or not entry.unchanged((dw_weight, dw_bias, pw_weight, pw_bias))):
+        return None
+    weights = (0, 0, 0, 0, entry.packed.data_ptr(), entry.packed.numel())
+    return _dwsep_run(x, weights, call.sizes, call.out_shape, call.channels_last)

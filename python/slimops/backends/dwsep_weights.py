@@ -11,7 +11,10 @@ not see — in place through `.data` (`w.data.mul_(2)`) or through a NumPy view 
 change neither: call clear() after them. Entries hold only weak references: a
 layer's entry goes with its weights. Tensors that do not count versions (made
 in inference mode) get no entry: the kernel packs them itself on every call,
-into a buffer of its own."""
+into a buffer of its own.
+
+An entry also keeps the layer's last call (backends/cpu.py): a repeat of it
+with the weights unchanged skips the op's checks and the kernel choice."""
 
 import weakref
 
@@ -23,12 +26,18 @@ _MAX_ENTRIES = 4096  # a bound for callers that make new weight tensors per call
 
 
 class _Entry:
-    __slots__ = ("refs", "storages", "key", "packed", "finalizer")
+    __slots__ = ("refs", "storages", "key", "packed", "finalizer", "call")
 
     def __init__(self, tensors, key, packed, finalizer):
         self.refs = tuple(None if t is None else weakref.ref(t) for t in tensors)
         self.storages = tuple(None if t is None else weakref.ref(t.untyped_storage()) for t in tensors)
         self.key, self.packed, self.finalizer = key, packed, finalizer
+        self.call = None  # the CPU kernel's record of the last call it ran with these weights
+
+    def unchanged(self, tensors):
+        """Whether these (dw_weight, dw_bias, pw_weight, pw_bias) are the entry's, unchanged."""
+        key = _key(tensors)
+        return key is not None and self.matches(tensors, key)
 
     def matches(self, tensors, key):
         if self.key != key:
@@ -53,7 +62,8 @@ def clear() -> None:
 
 
 def _tensor_key(t):
-    return None if t is None else (t.data_ptr(), t._version, t.shape, t.stride())
+    # The dtype too: `.data = w.data.view(torch.int32)` keeps the address, shape and strides.
+    return None if t is None else (t.data_ptr(), t._version, t.shape, t.stride(), t.dtype)
 
 
 def _key(tensors):
@@ -79,16 +89,22 @@ def _pack(dw_weight, dw_bias, pw_weight, pw_bias):
     return packed
 
 
-def packed_weights(dw_weight, dw_bias, pw_weight, pw_bias) -> torch.Tensor | None:
-    """The packed float32 weights of these tensors (float32 CPU, shapes checked by the op), or None
-    for tensors that do not count versions."""
+def entry_of(pw_weight) -> _Entry | None:
+    """The entry made for this 1x1 weight tensor, if any, whether or not the weights changed since
+    (see _Entry.unchanged)."""
+    return _entries.get(id(pw_weight))
+
+
+def entry_for(dw_weight, dw_bias, pw_weight, pw_bias) -> _Entry | None:
+    """The entry holding the packed float32 weights of these tensors (float32 CPU, shapes checked by
+    the op), packing them if they changed, or None for tensors that do not count versions."""
     tensors = (dw_weight, dw_bias, pw_weight, pw_bias)
     key = _key(tensors)
     if key is None:
         return None
     entry = _entries.get(id(pw_weight))
     if entry is not None and entry.matches(tensors, key):
-        return entry.packed
+        return entry
     packed = _pack(*tensors)
     if entry is not None and entry.refs[2]() is pw_weight:
         finalizer = entry.finalizer  # the same tensor, repacked: one finalizer per tensor, not per packing
@@ -96,5 +112,11 @@ def packed_weights(dw_weight, dw_bias, pw_weight, pw_bias) -> torch.Tensor | Non
         if len(_entries) >= _MAX_ENTRIES:
             clear()
         finalizer = weakref.finalize(pw_weight, _entries.pop, id(pw_weight), None)
-    _entries[id(pw_weight)] = _Entry(tensors, key, packed, finalizer)
-    return packed
+    entry = _entries[id(pw_weight)] = _Entry(tensors, key, packed, finalizer)
+    return entry
+
+
+def packed_weights(dw_weight, dw_bias, pw_weight, pw_bias) -> torch.Tensor | None:
+    """The packed float32 weights of these tensors (see entry_for), or None."""
+    entry = entry_for(dw_weight, dw_bias, pw_weight, pw_bias)
+    return None if entry is None else entry.packed

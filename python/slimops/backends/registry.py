@@ -23,6 +23,9 @@ class Kernel:
     verified: bool = True
     # Extra limits, read from the call's arguments: returns why this kernel cannot take the call, or None.
     why_not: Callable[..., str | None] | None = None
+    # Runs a call that repeats one this kernel ran before (the same checked arguments, by what the kernel
+    # can see cheaply), skipping the op's checks and the choice; returns None for any other call.
+    repeat: Callable | None = None
 
 
 _KERNELS: dict[str, list[Kernel]] = {}
@@ -72,3 +75,18 @@ def choose(op: str, device: torch.device, dtype: torch.dtype, args) -> Kernel:
             return kernel
         reasons.append(f"  {kernel.name}: {reason}")
     raise NotImplementedError(f"slimops.{op}: no kernel takes {dtype} on {device}:\n" + "\n".join(reasons))
+
+
+def repeat(op: str, args):
+    """The result of a call that the op's first kernel recognises as a repeat of one it ran, or None.
+
+    Only the first kernel is asked, and only one without a why_not: choose() would pick it again for
+    any call it ran (its declines depend only on the device type and dtype, which a repeat matches),
+    unless it is unverified and unverified kernels have since been turned off."""
+    kernels = _KERNELS.get(op)
+    if not kernels:
+        return None
+    first = kernels[0]
+    if first.repeat is None or first.why_not is not None or not (first.verified or allow_unverified()):
+        return None
+    return first.repeat(*args)
