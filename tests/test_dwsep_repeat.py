@@ -173,3 +173,18 @@ def test_a_swapped_kernel_list_is_obeyed(monkeypatch):
         y = call(m, x)
     assert ran == [1]
     torch.testing.assert_close(y, m.to_modules()(x), rtol=1e-4, atol=1e-4)
+
+
+def test_the_record_keeps_its_own_option_lists():
+    """A caller that changes its lists after a call must not change what counts as a repeat."""
+    from slimops.backends import cpu
+
+    m = layer()
+    x = channels_last(torch.randn(1, 24, 8, 8))
+    stride, padding, dilation = [1, 1], [1, 1, 1, 1], [1, 1]
+    args = (x, m.dw_weight.detach(), m.dw_bias.detach(), m.pw_weight.detach(), m.pw_bias.detach())
+    # The detached tensors are new objects each time: keep one set for both calls.
+    cpu.dwsep_conv2d(*args, stride, padding, dilation, "relu6", "none", False)
+    assert cpu.dwsep_conv2d_repeat(*args, stride, padding, dilation, "relu6", "none", False) is not None
+    stride[0] = 2
+    assert cpu.dwsep_conv2d_repeat(*args, stride, padding, dilation, "relu6", "none", False) is None

@@ -277,7 +277,8 @@ class _DwsepCall:
 
 
 def _dwsep_signature(x, stride, padding, dilation, act1, act2, residual):
-    # The op passes stride, padding and dilation as lists of its own (a list never equals a tuple).
+    # The options as the op passes them: stride, padding and dilation as lists of ints (the
+    # dispatcher makes ints of int[] arguments, so equal values are equal options).
     return (x.shape, x.stride(), x.dtype, x.device, stride, padding, dilation, act1, act2, residual)
 
 
@@ -308,8 +309,9 @@ def dwsep_conv2d(x, dw_weight, dw_bias, pw_weight, pw_bias, stride, padding, dil
         return _dwsep_run(x, weights, sizes, (b, o, ho, wo), channels_last)
     weights = (0, 0, 0, 0, entry.packed.data_ptr(), entry.packed.numel())
     y = _dwsep_run(x, weights, sizes, (b, o, ho, wo), channels_last)
-    entry.call = _DwsepCall(_dwsep_signature(x, stride, padding, dilation, act1, act2, residual), sizes,
-                            (b, o, ho, wo), channels_last)
+    # Copies of the option lists: the record must not change with the caller's lists.
+    signature = _dwsep_signature(x, list(stride), list(padding), list(dilation), act1, act2, residual)
+    entry.call = _DwsepCall(signature, sizes, (b, o, ho, wo), channels_last)
     return y
 
 
