@@ -70,7 +70,7 @@ def test_weights_made_in_inference_mode_are_packed_on_each_call():
     with torch.inference_mode():
         m = layer()
         x = x_for(m)
-        assert dwsep_weights.packed_weights(m.dw_weight, m.dw_bias, m.pw_weight, m.pw_bias) is None
+        assert dwsep_weights.entry_for(m.dw_weight, m.dw_bias, m.pw_weight, m.pw_bias) is None
         m(x)
         m.pw_weight.mul_(2)
         torch.testing.assert_close(m(x), unfused(m, x), rtol=1e-4, atol=1e-4)
@@ -79,8 +79,8 @@ def test_weights_made_in_inference_mode_are_packed_on_each_call():
 def test_one_packing_per_layer_and_none_after_the_weights_go():
     m = layer()
     args = (m.dw_weight, m.dw_bias, m.pw_weight, m.pw_bias)
-    first = dwsep_weights.packed_weights(*args)
-    assert first is not None and dwsep_weights.packed_weights(*args) is first
+    first = dwsep_weights.entry_for(*args)
+    assert first is not None and dwsep_weights.entry_for(*args) is first
     key = id(m.pw_weight)
     assert key in dwsep_weights._entries
     del m, args, first

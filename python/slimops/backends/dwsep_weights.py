@@ -114,9 +114,3 @@ def entry_for(dw_weight, dw_bias, pw_weight, pw_bias) -> _Entry | None:
         finalizer = weakref.finalize(pw_weight, _entries.pop, id(pw_weight), None)
     entry = _entries[id(pw_weight)] = _Entry(tensors, key, packed, finalizer)
     return entry
-
-
-def packed_weights(dw_weight, dw_bias, pw_weight, pw_bias) -> torch.Tensor | None:
-    """The packed float32 weights of these tensors (see entry_for), or None."""
-    entry = entry_for(dw_weight, dw_bias, pw_weight, pw_bias)
-    return None if entry is None else entry.packed
