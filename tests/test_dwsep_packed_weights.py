@@ -133,3 +133,46 @@ def test_clear_after_writes_the_version_counter_does_not_see():
         m.pw_weight.data.mul_(-2)  # through .data: no version bump, documented as needing clear()
         dwsep_weights.clear()
         torch.testing.assert_close(m(x), unfused(m, x), rtol=1e-4, atol=1e-4)
+
+
+def test_swap_tensors_works_on_a_layer_that_ran():
+    """Entries hold no weak reference to the weight tensors: swap_tensors refuses tensors that have one,
+    and module.to() swaps under set_swap_module_params_on_conversion(True)."""
+    m = layer()
+    x = x_for(m)
+    swap = torch.__future__.get_swap_module_params_on_conversion()
+    torch.__future__.set_swap_module_params_on_conversion(True)
+    try:
+        with torch.no_grad():
+            m(x)
+            m.to(torch.float64)
+            torch.testing.assert_close(m(x.double()), unfused(m, x.double()))
+            m.to(torch.float32)
+            torch.testing.assert_close(m(x), unfused(m, x), rtol=1e-4, atol=1e-4)
+    finally:
+        torch.__future__.set_swap_module_params_on_conversion(swap)
+    other = torch.nn.Parameter(torch.randn_like(m.pw_weight))
+    with torch.no_grad():
+        m(x)
+        torch.utils.swap_tensors(m.pw_weight, other)
+        torch.testing.assert_close(m(x), unfused(m, x), rtol=1e-4, atol=1e-4)
+
+
+def test_an_entry_follows_its_weight_to_new_storage():
+    """After `.data = ...` the entry's finalizer watches the new storage: the old one dying must not
+    drop it, and the new one dying must."""
+    m = layer()
+    x = x_for(m)
+    with torch.no_grad():
+        m(x)
+        old = m.pw_weight.data  # keeps the first storage alive
+        m.pw_weight.data = torch.randn_like(m.pw_weight)
+        m(x)
+    key = id(m.pw_weight)
+    entry = dwsep_weights._entries[key]
+    del old
+    gc.collect()
+    assert dwsep_weights._entries.get(key) is entry
+    del m, entry
+    gc.collect()
+    assert key not in dwsep_weights._entries

@@ -2,16 +2,20 @@
 
 A model calls each layer with the same weight tensors every time, and packing
 them (the 1x1 weights transposed to [C][O]) was up to half of a late
-MobileNetV2 block's time when done on every call. A packing is reused while
-each tensor is the same object over the same storage object, with the same
-version counter, shape and strides: in-place updates of the tensors (an
+MobileNetV2 block's time when done on every call. Entries are found by the 1x1
+weight tensor's id, and a packing is reused while each of the four tensors is
+over the same storage object, at the same address, with the same version
+counter, shape, strides and dtype: in-place updates of the tensors (an
 optimizer step, load_state_dict, copy_ under no_grad) bump the version, and
-`.data = ...` replaces the storage, so both repack. Writes that autograd does
-not see — in place through `.data` (`w.data.mul_(2)`) or through a NumPy view —
-change neither: call clear() after them. Entries hold only weak references: a
-layer's entry goes with its weights. Tensors that do not count versions (made
-in inference mode) get no entry: the kernel packs them itself on every call,
-into a buffer of its own.
+`.data = ...` or torch.utils.swap_tensors replace the storage, so all repack.
+Writes that autograd does not see — in place through `.data` (`w.data.mul_(2)`)
+or through a NumPy view — change neither: call clear() after them. Entries hold
+weak references to the storages only (a weak reference to a tensor would make
+swap_tensors, and so `module.to()` under
+torch.__future__.set_swap_module_params_on_conversion(True), refuse it): a
+layer's entry goes with the storage of its 1x1 weight. Tensors that do not
+count versions (made in inference mode) get no entry: the kernel packs them
+itself on every call, into a buffer of its own.
 
 An entry also keeps the layer's last call (backends/cpu.py): a repeat of it
 with the weights unchanged skips the op's checks and the kernel choice."""
@@ -26,13 +30,16 @@ _MAX_ENTRIES = 4096  # a bound for callers that make new weight tensors per call
 
 
 class _Entry:
-    __slots__ = ("refs", "storages", "key", "packed", "finalizer", "call")
+    __slots__ = ("storages", "key", "packed", "finalizer", "call")
 
-    def __init__(self, tensors, key, packed, finalizer):
-        self.refs = tuple(None if t is None else weakref.ref(t) for t in tensors)
-        self.storages = tuple(None if t is None else weakref.ref(t.untyped_storage()) for t in tensors)
-        self.key, self.packed, self.finalizer = key, packed, finalizer
+    def __init__(self):
+        self.storages, self.key, self.packed, self.finalizer = (), None, None, None
         self.call = None  # the CPU kernel's record of the last call it ran with these weights
+
+    def update(self, tensors, key, packed):
+        """Now the packing of these tensors (a call recorded for the old weights is forgotten)."""
+        self.storages = tuple(None if t is None else weakref.ref(t.untyped_storage()) for t in tensors)
+        self.key, self.packed, self.call = key, packed, None
 
     def unchanged(self, tensors):
         """Whether these (dw_weight, dw_bias, pw_weight, pw_bias) are the entry's, unchanged."""
@@ -40,13 +47,10 @@ class _Entry:
         return key is not None and self.matches(tensors, key)
 
     def matches(self, tensors, key):
-        if self.key != key:
+        if self.key != key:  # the key has None where the entry's tensor was None
             return False
-        for ref, storage, t in zip(self.refs, self.storages, tensors):
-            if t is None:
-                if ref is not None:
-                    return False
-            elif ref is None or ref() is not t or storage() is not t.untyped_storage():
+        for storage, t in zip(self.storages, tensors):
+            if t is not None and storage() is not t.untyped_storage():
                 return False
         return True
 
@@ -59,6 +63,12 @@ def clear() -> None:
     for entry in _entries.values():
         entry.finalizer.detach()
     _entries.clear()
+
+
+def _drop(key, entry):
+    """The finalizer of an entry's 1x1 weight storage: forget the entry, unless its id now names another."""
+    if _entries.get(key) is entry:
+        del _entries[key]
 
 
 def _tensor_key(t):
@@ -106,11 +116,15 @@ def entry_for(dw_weight, dw_bias, pw_weight, pw_bias) -> _Entry | None:
     if entry is not None and entry.matches(tensors, key):
         return entry
     packed = _pack(*tensors)
-    if entry is not None and entry.refs[2]() is pw_weight:
-        finalizer = entry.finalizer  # the same tensor, repacked: one finalizer per tensor, not per packing
-    else:
+    if entry is None:
         if len(_entries) >= _MAX_ENTRIES:
             clear()
-        finalizer = weakref.finalize(pw_weight, _entries.pop, id(pw_weight), None)
-    entry = _entries[id(pw_weight)] = _Entry(tensors, key, packed, finalizer)
+        entry = _entries[id(pw_weight)] = _Entry()
+    old_storage = entry.storages[2]() if entry.storages else None
+    entry.update(tensors, key, packed)
+    storage = pw_weight.untyped_storage()
+    if old_storage is not storage:  # a first packing, or new storage: one finalizer, on the storage now used
+        if entry.finalizer is not None:
+            entry.finalizer.detach()
+        entry.finalizer = weakref.finalize(storage, _drop, id(pw_weight), entry)
     return entry
