@@ -176,3 +176,27 @@ def test_an_entry_follows_its_weight_to_new_storage():
     del m, entry
     gc.collect()
     assert key not in dwsep_weights._entries
+
+
+def test_clear_survives_an_entry_added_while_it_runs():
+    """Another thread can add an entry between clear()'s steps (the GIL switches inside detach())."""
+    m = layer()
+    x = x_for(m)
+    with torch.no_grad():
+        m(x)
+    entry = dwsep_weights._entries[id(m.pw_weight)]
+    real = entry.finalizer
+
+    class AddsAnEntry:
+        def detach(self):
+            dwsep_weights._entries[-1] = entry  # what a concurrent first call of another layer does
+            return real.detach()
+
+    entry.finalizer = AddsAnEntry()
+    try:
+        dwsep_weights.clear()
+    finally:
+        dwsep_weights._entries.pop(-1, None)
+    assert id(m.pw_weight) not in dwsep_weights._entries
+    with torch.no_grad():
+        torch.testing.assert_close(m(x), unfused(m, x), rtol=1e-4, atol=1e-4)

@@ -60,9 +60,10 @@ _entries: dict[int, _Entry] = {}  # by id(pw_weight)
 
 def clear() -> None:
     """Drop every packing (after writing weights where their version counter does not see it)."""
-    for entry in _entries.values():
-        entry.finalizer.detach()
+    entries = list(_entries.values())  # a snapshot: another thread may add an entry while we detach
     _entries.clear()
+    for entry in entries:
+        entry.finalizer.detach()
 
 
 def _drop(key, entry):
