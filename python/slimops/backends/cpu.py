@@ -282,6 +282,11 @@ def _dwsep_signature(x, stride, padding, dilation, act1, act2, residual):
     return (x.shape, x.stride(), x.dtype, x.device, stride, padding, dilation, act1, act2, residual)
 
 
+def _packed_args(entry):
+    """The kernel's weight arguments for weights packed in a dwsep_weights entry."""
+    return (0, 0, 0, 0, entry.packed.data_ptr(), entry.packed.numel())
+
+
 def _dwsep_run(x, weights, sizes, out_shape, channels_last):
     xl = x.contiguous(memory_format=torch.channels_last)
     y = torch.empty(out_shape, dtype=torch.float32, memory_format=torch.channels_last)
@@ -306,12 +311,13 @@ def dwsep_conv2d(x, dw_weight, dw_bias, pw_weight, pw_bias, stride, padding, dil
         dw_bias = None if dw_bias is None else dw_bias.contiguous()
         pw_bias = None if pw_bias is None else pw_bias.contiguous()
         weights = (dw_weight.data_ptr(), _ptr(dw_bias), pw_weight.data_ptr(), _ptr(pw_bias), 0, 0)
-        return _dwsep_run(x, weights, sizes, (b, o, ho, wo), channels_last)
-    weights = (0, 0, 0, 0, entry.packed.data_ptr(), entry.packed.numel())
+    else:
+        weights = _packed_args(entry)
     y = _dwsep_run(x, weights, sizes, (b, o, ho, wo), channels_last)
-    # Copies of the option lists: the record must not change with the caller's lists.
-    signature = _dwsep_signature(x, list(stride), list(padding), list(dilation), act1, act2, residual)
-    entry.call = _DwsepCall(signature, sizes, (b, o, ho, wo), channels_last)
+    if entry is not None:
+        # Copies of the option lists: the record must not change with the caller's lists.
+        signature = _dwsep_signature(x, list(stride), list(padding), list(dilation), act1, act2, residual)
+        entry.call = _DwsepCall(signature, sizes, (b, o, ho, wo), channels_last)
     return y
 
 
@@ -326,5 +332,4 @@ def dwsep_conv2d_repeat(x, dw_weight, dw_bias, pw_weight, pw_bias, stride, paddi
             or call.signature != _dwsep_signature(x, stride, padding, dilation, act1, act2, residual)
             or not entry.unchanged((dw_weight, dw_bias, pw_weight, pw_bias))):
         return None
-    weights = (0, 0, 0, 0, entry.packed.data_ptr(), entry.packed.numel())
-    return _dwsep_run(x, weights, call.sizes, call.out_shape, call.channels_last)
+    return _dwsep_run(x, _packed_args(entry), call.sizes, call.out_shape, call.channels_last)
